@@ -1,0 +1,1 @@
+"""Training: structures -> exit waves -> focal series -> data set -> network -> export -> evaluation."""
