@@ -239,17 +239,22 @@ def test_grouping_by_pattern(tmp_path):
         Grouping("pattern", n_images=2, pattern=r"\.tif$")
 
 
-def test_grouping_by_defocus_reset(tmp_path):
+def test_grouping_by_defocus_reset_with_the_real_reader(tmp_path):
+    """Defoci from the files' metadata (io.write_series_tiff / io.read_image), one image per file."""
+    from napari_exitwave.io import write_series_tiff
+
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     recon = FakeReconstruct()
     w = FolderWatcher(src, out, Grouping("defocus", n_images=None, timeout=0.3), recon,
-                      settle=0.0, reader=RecordingReader())
+                      settle=0.0)
     # three series: -50, 0, 50 | 50 (repeat: reset), 0, -50 (a decreasing sweep) |
     # -40 (turns back: reset), 10, then silence
     seq = [-50, 0, 50, 50, 0, -50, -40, 10]
     for i, d in enumerate(seq):
-        write_at_once(src / f"im{i:02d}.tif", tiff_bytes(i, defocus=d))
+        tmp = src / f".im{i:02d}.tif"  # written under a hidden name, then renamed
+        write_series_tiff(tmp, np.full((1, NY, NX), i, np.float32), sampling=0.1, defocus=[d])
+        tmp.rename(src / f"im{i:02d}.tif")
         time.sleep(0.002)
     w.poll_once()
     done = w.poll_once()
@@ -259,3 +264,21 @@ def test_grouping_by_defocus_reset(tmp_path):
     time.sleep(0.35)
     done = w.poll_once()
     assert [r.files for r in done] == [["im06.tif", "im07.tif"]]
+    np.testing.assert_allclose(np.load(out / "series_0002.npy"), np.full((NY, NX), 4 + 3j))
+    from napari_exitwave.io import read_exit_wave
+
+    wave, sampling, _ = read_exit_wave(out / "series_0003.tif")
+    assert sampling == pytest.approx(0.1)
+    np.testing.assert_allclose(wave, np.full((NY, NX), 6.5 + 2j))
+
+
+def test_files_without_defocus_are_reported_in_defocus_mode(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    w = FolderWatcher(src, out, Grouping("defocus", n_images=2), FakeReconstruct(), settle=0.0,
+                      reader=RecordingReader())
+    write_at_once(src / "a.tif", tiff_bytes(1))  # no defocus in its metadata
+    w.poll_once()
+    assert w.poll_once() == []
+    errors = (out / "errors.jsonl").read_text()
+    assert "a.tif" in errors and "--group-by count" in errors

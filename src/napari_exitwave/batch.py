@@ -33,7 +33,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from napari_exitwave.live import IMAGE_EXTENSIONS, _ModelReconstructor, write_reconstruction
+from napari_exitwave.live import IMAGE_EXTENSIONS, ModelReconstructor, write_reconstruction
 
 __all__ = ["BatchResult", "find_inputs", "reconstruct_file", "run_batch", "summary_table",
            "write_summary"]
@@ -131,16 +131,11 @@ def reconstruct_file(path: str, out: str, stem: str | None = None,
                        device=getattr(rec, "device", None), output=outputs[0], worker=worker)
 
 
-_MODEL_CACHE: dict[str, _ModelReconstructor] = {}
-
-
 def _cached_model_fn(model: str | None) -> Callable:
-    """One loaded model per worker process (loading an ONNX session costs ~0.1-1 s)."""
+    """The network path for ``model``; the session is built once per worker process."""
     if model is None:
         raise ValueError("give a model (name or path) or a reconstruct_fn")
-    if model not in _MODEL_CACHE:
-        _MODEL_CACHE[model] = _ModelReconstructor(model)
-    return _MODEL_CACHE[model]
+    return ModelReconstructor(model)
 
 
 def _limit_threads(n: int) -> None:

@@ -43,8 +43,8 @@ and restarting the watcher on the same output folder skips what is in the ledger
 the files that were not yet consumed.
 
 Outputs per series (see :func:`write_reconstruction`): ``<series>.npy`` (complex64 exit wave),
-``<series>.tif`` (float32, real and imaginary part as two pages, pixel size in the resolution
-tags) and ``<series>.json`` (sampling in A/px, method, model, device, timings, warnings, source
+``<series>.tif`` (:func:`napari_exitwave.io.write_exit_wave_tiff`: real and imaginary part as
+two float32 channels, calibrated; :func:`napari_exitwave.io.read_exit_wave` reads it back) and ``<series>.json`` (sampling in A/px, method, model, device, timings, warnings, source
 files).
 """
 
@@ -69,6 +69,7 @@ __all__ = [
     "Grouping",
     "SeriesResult",
     "FolderWatcher",
+    "ModelReconstructor",
     "write_reconstruction",
     "atomic_write_text",
     "IMAGE_EXTENSIONS",
@@ -129,8 +130,6 @@ def write_reconstruction(rec: Any, out: str | os.PathLike, stem: str,
     ``exit_wave`` attribute, or a bare complex array). Every file is written atomically, so a
     reader of the output folder never sees a half-written result. Returns the paths written.
     """
-    import tifffile
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     wave = np.asarray(getattr(rec, "exit_wave", rec)).astype(np.complex64, copy=False)
@@ -157,13 +156,9 @@ def write_reconstruction(rec: Any, out: str | os.PathLike, stem: str,
     tif = out / f"{stem}.tif"
     js = out / f"{stem}.json"
     _atomic_save(npy, lambda p: np.save(p, wave))
-    parts = np.stack([wave.real, wave.imag]).astype(np.float32)
-    kwargs: dict[str, Any] = {"metadata": {"axes": "CYX", "Labels": ["real", "imag"]}}
-    if sampling:
-        # ImageJ-style resolution: pixels per unit, unit Angstrom
-        kwargs = {"imagej": True, "resolution": (1.0 / sampling, 1.0 / sampling),
-                  "metadata": {"axes": "CYX", "unit": "A", "Labels": ["real", "imag"]}}
-    _atomic_save(tif, lambda p: tifffile.imwrite(p, parts, **kwargs))
+    from napari_exitwave.io import write_exit_wave_tiff
+
+    _atomic_save(tif, lambda p: write_exit_wave_tiff(p, wave, sampling, metadata=meta))
     atomic_write_text(js, json.dumps(meta, indent=2, default=_json_default))
     return [str(npy), str(tif), str(js)]
 
@@ -276,9 +271,9 @@ class _FileState:
 
 
 def _default_reader(path: str):
-    from napari_exitwave.io import read_series
+    from napari_exitwave.io import read_image
 
-    return read_series(path)
+    return read_image(path)  # one image per file is the usual case in live mode
 
 
 def _combine(items: Sequence[_Item]):
@@ -330,7 +325,8 @@ class FolderWatcher:
     settle : float or None
         s a file's modification time must be old before it is read (default: ``poll_interval``).
     reader : callable or None
-        ``reader(path) -> FocalSeries``; default :func:`napari_exitwave.io.read_series`.
+        ``reader(path) -> FocalSeries``; default :func:`napari_exitwave.io.read_image` (a
+        single image or a stack per file).
     extensions : sequence of str
         File suffixes to pick up.
     max_read_attempts : int
@@ -356,7 +352,7 @@ class FolderWatcher:
         if reconstruct_fn is None:
             if model is None:
                 raise ValueError("give a model (name or path) or a reconstruct_fn")
-            reconstruct_fn = _ModelReconstructor(model)
+            reconstruct_fn = ModelReconstructor(model)
         self.reconstruct_fn = reconstruct_fn
         self.poll_interval = float(poll_interval)
         self.settle = self.poll_interval if settle is None else float(settle)
@@ -720,35 +716,19 @@ class FolderWatcher:
         self.status.emit(f"stopped ({self.n_done} done, {self.n_failed} failed)")
 
 
-class _ModelReconstructor:
+class ModelReconstructor:
     """The default ``reconstruct_fn``: the network path of ``reconstruct_series``.
 
-    Picklable (holds only the model name); the model is loaded once, on first use.
+    Picklable (holds only the model name and options); the ONNX session is built once per
+    process, on first use (:func:`napari_exitwave.inference.get_reconstructor` caches it).
     """
 
     def __init__(self, model: str, **kwargs: Any) -> None:
         self.model = model
         self.kwargs = kwargs
-        self._loaded = None
-
-    def __getstate__(self):
-        return {"model": self.model, "kwargs": self.kwargs, "_loaded": None}
 
     def __call__(self, series):
+        from napari_exitwave.inference import get_reconstructor
         from napari_exitwave.reconstruct import reconstruct_series
 
-        if self._loaded is None:
-            self._loaded = _load_model(self.model)
-        return reconstruct_series(series, self._loaded, **self.kwargs)
-
-
-def _load_model(model: str):
-    """Load an ``OnnxReconstructor`` once when the inference module offers one, else keep the name."""
-    try:
-        from napari_exitwave.inference import OnnxReconstructor
-    except ImportError:
-        return model
-    try:
-        return OnnxReconstructor(model)
-    except Exception:  # noqa: BLE001 - let reconstruct_series resolve (and report) it
-        return model
+        return reconstruct_series(series, get_reconstructor(self.model), **self.kwargs)
