@@ -1,0 +1,291 @@
+"""``napari-exitwave``: exit-wave reconstruction without a GUI.
+
+Subcommands are registered by small ``_add_<name>(subparsers)`` functions listed in
+:data:`SUBCOMMANDS`; each owner edits only their own block. A subcommand sets
+``func(args) -> int`` with ``parser.set_defaults(func=...)``.
+
+Bad input (a 2-D image, the wrong number of images, NaNs, a pixel size 2x off, a truncated DM
+file, a corrupt ONNX file, CUDA asked for but missing...) prints one line
+``napari-exitwave: error: ...`` and exits with status 2; ``--debug`` shows the traceback.
+
+Units of everything typed here: defocus in A (abTEM convention, ``defocus = -C10``, positive =
+underfocus), ``--sampling`` and ``--min-distance`` in A, ``--Cs`` in um, ``--focal-spread`` in A.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_UNEXPECTED = 1
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback on errors")
+
+
+def _progress_printer(quiet: bool):
+    if quiet:
+        return None
+    state = {"last": -1}
+
+    def progress(fraction: float, message: str) -> None:
+        pct = int(100 * fraction)
+        if pct >= state["last"] + 10 or fraction >= 1.0:
+            state["last"] = pct
+            print(f"  [{pct:3d}%] {message}", file=sys.stderr, flush=True)
+
+    return progress
+
+
+# --- reconstruct (owner: plugin-core) ------------------------------------------------------
+def _add_reconstruct(subparsers) -> None:
+    p = subparsers.add_parser(
+        "reconstruct", help="reconstruct the exit wave of one focal series",
+        description="Align, resample and normalise a focal series, run a network (or the "
+                    "Gerchberg-Saxton / Wiener baseline), and write the exit wave (TIFF + Zarr), "
+                    "the atomic-column peaks (CSV) and an Argand plot (PNG).")
+    p.add_argument("series", help="DM3/DM4/TIFF stack, folder of single images, or the word "
+                                  "'sample' for the bundled simulated MoS2 series")
+    p.add_argument("--model", help="network name (see `napari-exitwave models`) or .onnx/.json "
+                                   "path; default: mos2 when installed")
+    p.add_argument("--out", default="out", help="output folder (default: ./out)")
+    p.add_argument("--method", choices=("network", "gs", "wiener"), default="network")
+    p.add_argument("--defocus", type=float, nargs="+", metavar="A",
+                   help="defocus of each image in A (abTEM: defocus = -C10, positive = "
+                        "underfocus), overriding the file's; needed by gs/wiener")
+    p.add_argument("--sampling", type=float, metavar="A/px",
+                   help="pixel size of the series in A/px, overriding the file's calibration")
+    p.add_argument("--Cs", type=float, default=None, metavar="um",
+                   help="spherical aberration in um for gs/wiener (default 0)")
+    p.add_argument("--focal-spread", type=float, default=None, metavar="A",
+                   help="focal spread in A for gs/wiener (default 0)")
+    p.add_argument("--tile", type=int, default=512, help="inference tile size in px (512)")
+    p.add_argument("--overlap", type=int, default=64, help="tile overlap in px (64)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="ONNX Runtime device: auto (CUDA if it works, else CPU), cpu, or cuda "
+                        "(error if CUDA is unavailable)")
+    p.add_argument("--no-align", action="store_true", help="do not align the images")
+    p.add_argument("--min-distance", type=float, default=1.0, metavar="A",
+                   help="smallest distance between two atomic columns in A (1.0)")
+    p.add_argument("--threshold", type=float, default=0.1,
+                   help="peak threshold relative to the maximum of |psi - 1| (0.1)")
+    p.add_argument("--no-peaks", action="store_true", help="skip peaks CSV and Argand plot")
+    p.add_argument("--force", action="store_true",
+                   help="run even when the pixel size is more than 2x from the network's or "
+                        "unknown (by default that is an error)")
+    p.add_argument("--name", help="stem of the output files (default: the input's name)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    _common(p)
+    p.set_defaults(func=_cmd_reconstruct)
+
+
+def _load_series(spec: str, sampling):
+    from .io import read_series
+
+    if spec == "sample" and not Path(spec).exists():
+        from .data import load_sample_series
+
+        series = load_sample_series()
+    else:
+        series = read_series(spec)
+    if sampling is not None:
+        if not sampling > 0:
+            from .errors import ExitWaveError
+
+            raise ExitWaveError(f"--sampling must be positive (A/px), got {sampling}")
+        series.sampling = float(sampling)
+        series.units = "Å"
+    return series
+
+
+def _default_model(model):
+    from .errors import ModelError
+    from .inference import list_models
+
+    if model:
+        return model
+    models = list_models()
+    if "mos2" in models:
+        return "mos2"
+    if len(models) == 1:
+        return next(iter(models))
+    raise ModelError("no --model given and no default 'mos2' model is installed (installed: "
+                     f"{', '.join(sorted(models)) or 'none'}); give --model NAME|PATH")
+
+
+def save_outputs(rec, out: str | os.PathLike, stem: str, *, peaks: bool = True,
+                 min_distance: float = 1.0, threshold: float = 0.1) -> dict[str, str]:
+    """Write a :class:`~napari_exitwave.reconstruct.Reconstruction` to ``out``.
+
+    ``<stem>_exit_wave.tif`` (two channels real/imag, float32, calibrated),
+    ``<stem>_exit_wave.zarr`` (complex64 + attrs), ``<stem>.json`` (metadata), and with
+    ``peaks``: ``<stem>_peaks.csv`` (columns of |psi - 1|) and ``<stem>_argand.png``.
+    Returns {kind: path}.
+    """
+    import numpy as np
+
+    from .io import write_exit_wave_tiff, write_exit_wave_zarr
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = rec.to_metadata()
+    written = {
+        "tiff": str(write_exit_wave_tiff(out / f"{stem}_exit_wave.tif", rec.exit_wave,
+                                         rec.sampling, meta)),
+        "zarr": str(write_exit_wave_zarr(out / f"{stem}_exit_wave.zarr", rec.exit_wave,
+                                         rec.sampling, meta)),
+    }
+    if peaks:
+        from .peaks import find_peaks, peak_table, write_peaks_csv
+
+        sampling = rec.sampling or 1.0
+        wave = rec.exit_wave
+        pos = find_peaks(np.abs(wave - 1), sampling=sampling, min_distance=min_distance,
+                         threshold=threshold)
+        table = peak_table(wave, pos, sampling)
+        written["peaks"] = str(write_peaks_csv(table, out / f"{stem}_peaks.csv"))
+        meta["n_peaks"] = int(len(pos))
+        from .argand import save_argand_png
+
+        title = f"{stem}: {len(pos)} columns ({rec.method}{', ' + rec.model_name if rec.model_name else ''})"
+        written["argand"] = str(save_argand_png(table["real"] + 1j * table["imag"],
+                                                out / f"{stem}_argand.png", title=title))
+    js = out / f"{stem}.json"
+    js.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    written["json"] = str(js)
+    return written
+
+
+def _cmd_reconstruct(args) -> int:
+    from .reconstruct import reconstruct_series
+
+    series = _load_series(args.series, args.sampling)
+    model = _default_model(args.model) if args.method == "network" else args.model
+    Cs = None if args.Cs is None else args.Cs * 1e4  # um -> A
+    progress = _progress_printer(args.quiet)
+    rec = reconstruct_series(series, model, method=args.method, align=not args.no_align,
+                             defocus=args.defocus, Cs=Cs, focal_spread=args.focal_spread,
+                             tile=args.tile, overlap=args.overlap, providers=args.device,
+                             strict=not args.force, progress=progress)
+    stem = args.name or ("sample" if series.source == "sample" else Path(series.source).stem)
+    written = save_outputs(rec, args.out, stem, peaks=not args.no_peaks,
+                           min_distance=args.min_distance, threshold=args.threshold)
+    s = f"{rec.sampling:.4g} A/px" if rec.sampling else "unknown sampling"
+    print(f"series:  {series.source} ({series.n_images} x {series.shape[0]} x {series.shape[1]}"
+          f", {series.sampling:.4g} A/px)" if series.sampling else
+          f"series:  {series.source} ({series.n_images} x {series.shape[0]} x {series.shape[1]}, "
+          "pixel size unknown)")
+    print(f"method:  {rec.method}" + (f" ({rec.model_name})" if rec.model_name else ""))
+    print(f"device:  {rec.device}" + (f" ({', '.join(rec.metadata.get('providers', []))})"
+                                      if rec.metadata.get("providers") else ""))
+    print(f"result:  {rec.exit_wave.shape[0]} x {rec.exit_wave.shape[1]} px at {s}")
+    print("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in rec.timings.items()))
+    for w in rec.warnings:
+        print(f"warning: {w}")
+    for kind, path in written.items():
+        print(f"wrote:   {path}")
+    return 0
+
+
+# --- models (owner: plugin-core) -----------------------------------------------------------
+def _add_models(subparsers) -> None:
+    p = subparsers.add_parser("models", help="list installed networks and their model cards",
+                              description="List the networks found in the model folders "
+                                          "(NAPARI_EXITWAVE_MODELS, the repository's models/, "
+                                          "the package's models/).")
+    p.add_argument("--dir", action="append", help="model folder(s) to list instead")
+    p.add_argument("--verify", action="store_true", help="check each ONNX file's sha256")
+    p.add_argument("--json", action="store_true", help="print the cards as JSON")
+    _common(p)
+    p.set_defaults(func=_cmd_models)
+
+
+def _cmd_models(args) -> int:
+    from .errors import ModelError
+    from .inference import list_models, models_dirs
+
+    models = list_models(args.dir)
+    if args.json:
+        print(json.dumps({n: c.to_dict() for n, c in models.items()}, indent=2, default=str))
+        return 0
+    if not models:
+        dirs = ", ".join(str(d) for d in models_dirs(args.dir)) or "none found"
+        print(f"no models installed (searched: {dirs})")
+        return 0
+    bad = 0
+    for name, card in sorted(models.items()):
+        status = ""
+        if args.verify:
+            try:
+                card.verify()
+                status = "  [sha256 ok]"
+            except ModelError as e:
+                status = f"  [BROKEN: {e}]"
+                bad += 1
+        print(card.summary() + status)
+        print(f"    {card.onnx_path}")
+    return EXIT_BAD_INPUT if bad else 0
+
+
+# --- watch (owner: live/batch) -------------------------------------------------------------
+# _add_watch(subparsers) is registered here by the live/batch owner.
+
+
+# --- batch (owner: live/batch) -------------------------------------------------------------
+# _add_batch(subparsers) is registered here by the live/batch owner.
+
+
+SUBCOMMANDS = ("_add_reconstruct", "_add_models", "_add_watch", "_add_batch")
+"""Registration list: build_parser calls each of these that exists in this module."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-exitwave",
+        description="Exit-wave reconstruction from HRTEM focal series (headless).")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"napari-exitwave {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in SUBCOMMANDS:
+        add = globals().get(name)
+        if add is not None:
+            add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 bad input, 1 unexpected, 130 interrupt)."""
+    from .errors import ExitWaveError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    try:
+        return int(args.func(args) or 0)
+    except (ExitWaveError, FileNotFoundError) as e:
+        if debug:
+            raise
+        print(f"napari-exitwave: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("napari-exitwave: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # an unexpected failure: one line, the details with --debug
+        if debug:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"napari-exitwave: unexpected error: {type(e).__name__}: {msg} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_UNEXPECTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

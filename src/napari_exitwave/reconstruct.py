@@ -1,0 +1,279 @@
+"""From a focal series to an exit wave: the one pipeline the widget, CLI, live and batch modes use.
+
+Network path (``method="network"``)::
+
+    validate -> align (phase correlation on the middle image) -> resample to the network's
+    pixel size (spline, physics.resample) -> normalise (physics.normalize_series)
+    -> ONNX inference (padded / tiled) -> exit wave at the network's pixel size
+
+Traditional path (``method="gs"`` or ``"wiener"``): align, then
+:func:`napari_exitwave.traditional.reconstruct` at the series' own pixel size, which needs the
+defocus of every image (A, abTEM convention ``defocus = -C10``) and, optionally, Cs and the focal
+spread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import physics
+from .errors import ExitWaveError, ReconstructionCancelled, SeriesMismatchError
+
+__all__ = ["Reconstruction", "reconstruct_series", "METHODS"]
+
+METHODS = ("network", "gs", "wiener")
+
+
+@dataclasses.dataclass
+class Reconstruction:
+    """An exit wave with what is needed to trust and reuse it.
+
+    Attributes
+    ----------
+    exit_wave : complex64 (ny, nx)
+        Vacuum = 1 + 0j.
+    sampling : float or None
+        Pixel size of ``exit_wave`` in A/px (the network's for ``method="network"``).
+    method : str
+        ``"network"``, ``"gs"`` or ``"wiener"``.
+    model_name : str or None
+    device : str
+        ``"CUDA"`` or ``"CPU"`` (what actually ran).
+    timings : dict of str -> float
+        Seconds per stage (``align``, ``resample``, ``normalize``, ``inference`` or
+        ``reconstruct``, ``total``).
+    warnings : list of str
+        Plain-language caveats (pixel size resampled > 2x, unknown, defocus step...).
+    shifts : float array (n, 2)
+        Alignment shifts (dy, dx) applied to each image, in pixels of the input series.
+    metadata : dict
+        Source, defoci, input sampling, providers... (JSON-friendly; written with the result).
+    """
+
+    exit_wave: np.ndarray
+    sampling: float | None
+    method: str
+    model_name: str | None = None
+    device: str = "CPU"
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    shifts: np.ndarray | None = None
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_metadata(self) -> dict[str, Any]:
+        """JSON-friendly description (for the TIFF/Zarr writers)."""
+        d = {"method": self.method, "model": self.model_name, "device": self.device,
+             "sampling": self.sampling,
+             "timings": {k: round(float(v), 4) for k, v in self.timings.items()},
+             "warnings": list(self.warnings),
+             "shifts_px": None if self.shifts is None else np.asarray(self.shifts).tolist()}
+        d.update(self.metadata)
+        return d
+
+
+class _Progress:
+    """Maps stage-local fractions to the overall [0, 1] and checks for cancellation."""
+
+    def __init__(self, progress, cancel):
+        self.progress = progress
+        self.cancel = cancel
+        self.lo, self.hi = 0.0, 1.0
+
+    def stage(self, lo: float, hi: float, message: str):
+        self.check()
+        self.lo, self.hi = lo, hi
+        self(0.0, message)
+
+    def __call__(self, fraction: float, message: str):
+        if self.progress is not None:
+            self.progress(self.lo + (self.hi - self.lo) * float(fraction), message)
+
+    def check(self):
+        if self.cancel is not None and self.cancel():
+            raise ReconstructionCancelled("reconstruction cancelled")
+
+
+def _as_series(series):
+    from .io import FocalSeries
+
+    if isinstance(series, FocalSeries):
+        return series
+    if isinstance(series, np.ndarray):
+        return FocalSeries(images=series, source="array")
+    raise TypeError(f"series must be a FocalSeries or an (n, ny, nx) array, got {type(series)}")
+
+
+def reconstruct_series(series, model=None, *, method: str = "network", align: bool = True,
+                       defocus: Sequence[float] | None = None, Cs: float | None = None,
+                       focal_spread: float | None = None,
+                       progress: Callable[[float, str], None] | None = None,
+                       cancel: Callable[[], bool] | None = None,
+                       sampling: float | None = None, tile: int = 512, overlap: int = 64,
+                       providers="auto", strict: bool = False, energy: float | None = None,
+                       **traditional_kwargs) -> Reconstruction:
+    """Reconstruct the exit wave of a focal series.
+
+    Parameters
+    ----------
+    series : FocalSeries or array (n, ny, nx)
+    model : str, Path, ModelCard or OnnxReconstructor
+        The network (name, card/ONNX path, card, or a ready session). Needed for
+        ``method="network"``; for ``"gs"``/``"wiener"`` only its energy is used, if given.
+    method : {"network", "gs", "wiener"}
+    align : bool
+        Align the images on the middle one first.
+    defocus : list of float, optional
+        Defocus of each image in A (abTEM: ``defocus = -C10``, positive = underfocus);
+        overrides the file's. Required by ``gs``/``wiener``; checked against the network's
+        defocus step otherwise.
+    Cs, focal_spread : float, optional
+        Spherical aberration (A; 1 um = 1e4 A) and focal spread (A) for ``gs``/``wiener``
+        (default 0).
+    progress : callable(fraction, message), optional
+    cancel : callable() -> bool, optional
+        Polled between stages and tiles; True raises :class:`ReconstructionCancelled`.
+    sampling : float, optional
+        Pixel size of the series in A/px, overriding the file's calibration.
+    tile, overlap : int
+        Tiling of the network inference (px at the network's pixel size).
+    providers : "auto", "cpu", "cuda" or list
+        ONNX Runtime providers (see :class:`~napari_exitwave.inference.OnnxReconstructor`).
+    strict : bool
+        Turn the "pixel size more than 2x off / unknown" warnings into errors (the CLI does).
+    energy : float, optional
+        eV for ``gs``/``wiener`` (default: the model card's, the file's, else 50 keV).
+
+    Returns
+    -------
+    Reconstruction
+    """
+    t_start = time.perf_counter()
+    series = _as_series(series)
+    method = str(method).lower()
+    if method not in METHODS:
+        raise ExitWaveError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    prog = _Progress(progress, cancel)
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+    d = list(defocus) if defocus is not None else series.defocus
+    if d is not None and len(d) != series.n_images:
+        raise SeriesMismatchError(f"{len(d)} defocus values were given for "
+                                  f"{series.n_images} images")
+    s_in = float(sampling) if sampling is not None else series.sampling
+    meta: dict[str, Any] = {"source": series.source, "input_sampling": s_in,
+                            "input_shape": list(series.images.shape),
+                            "defocus": d, "aligned": bool(align)}
+
+    rec = card = None
+    if method == "network":
+        if model is None:
+            raise ExitWaveError("method 'network' needs a model (name or path); see "
+                                "`napari-exitwave models`")
+        from .inference import get_reconstructor
+        from .validate import validate_series
+
+        prog.stage(0.0, 0.02, "loading the network")
+        t = time.perf_counter()
+        rec = get_reconstructor(model, providers=providers)
+        card = rec.card
+        timings["load_model"] = time.perf_counter() - t
+        warnings += validate_series(series, card, defocus=d, sampling=s_in, strict=strict)
+        warnings += [n for n in rec.notes if n not in warnings]
+    elif model is not None:
+        from .inference import find_model
+
+        card = model.card if hasattr(model, "card") else find_model(model)
+
+    if series.n_images < 2 and method != "network":
+        raise SeriesMismatchError(f"method {method!r} needs at least 2 images, the series has "
+                                  f"{series.n_images}")
+    images = series.images
+    if not np.all(np.isfinite(images)):
+        raise SeriesMismatchError("the series contains NaN or infinite pixels; replace them "
+                                  "first")
+
+    # 1. align
+    shifts = np.zeros((series.n_images, 2))
+    if align and series.n_images > 1:
+        from .align import align_series
+
+        prog.stage(0.02, 0.12, "aligning")
+        t = time.perf_counter()
+        images, shifts = align_series(images, progress=prog)
+        timings["align"] = time.perf_counter() - t
+        big = np.abs(shifts).max()
+        if big > 0.1 * min(series.shape):
+            warnings.append(f"the images drift by up to {big:.0f} px ({100 * big / min(series.shape):.0f}"
+                            "% of the frame): check the alignment")
+
+    if method == "network":
+        # 2. resample to the network's pixel size
+        prog.stage(0.12, 0.16, "resampling")
+        t = time.perf_counter()
+        out_sampling = card.sampling
+        if card.sampling and s_in:
+            images = physics.resample(images, s_in, card.sampling).astype(np.float32)
+            out_sampling = s_in * series.shape[1] / images.shape[-1]
+        elif card.sampling is None:
+            out_sampling = s_in
+            warnings.append(f"model {card.name!r} has no pixel size in its card; the images are "
+                            "used at their own pixel size")
+        timings["resample"] = time.perf_counter() - t
+        # 3. normalise
+        prog.stage(0.16, 0.2, "normalising")
+        t = time.perf_counter()
+        normalised = physics.normalize_series(images)
+        timings["normalize"] = time.perf_counter() - t
+        # 4. infer
+        prog.stage(0.2, 1.0, f"inference on {rec.device}")
+        t = time.perf_counter()
+        wave = rec.predict(normalised, tile=tile, overlap=overlap, progress=prog, cancel=cancel)
+        timings["inference"] = time.perf_counter() - t
+        device = rec.device
+        meta.update({"providers": list(rec.providers), "network_sampling": card.sampling,
+                     "model_sha256": card.sha256})
+        model_name = card.name
+    else:
+        if d is None:
+            raise SeriesMismatchError(
+                f"method {method!r} needs the defocus of every image (A, abTEM convention "
+                "defocus = -C10): the file holds none, give them (e.g. --defocus -50 0 50)")
+        if s_in is None:
+            raise SeriesMismatchError(
+                f"method {method!r} needs the pixel size of the series: the file holds none, "
+                "give it (e.g. --sampling 0.105)")
+        try:
+            from . import traditional
+        except ImportError as e:  # pragma: no cover - until the module lands
+            raise ExitWaveError(f"the traditional reconstruction is not available: {e}") from e
+        if energy is None:
+            energy = (card.energy if card is not None else
+                      series.metadata.get("energy") or physics.DEFAULT_ENERGY)
+        prog.stage(0.12, 1.0, f"{method} reconstruction")
+        t = time.perf_counter()
+        wave = traditional.reconstruct(images, s_in, d, method=method,
+                                       Cs=0.0 if Cs is None else float(Cs),
+                                       focal_spread=0.0 if focal_spread is None
+                                       else float(focal_spread),
+                                       energy=float(energy), progress=prog, cancel=cancel,
+                                       **traditional_kwargs)
+        timings["reconstruct"] = time.perf_counter() - t
+        out_sampling = s_in
+        device = "CPU"
+        dev = getattr(traditional, "last_device", None)
+        if isinstance(dev, str):
+            device = dev
+        model_name = None
+        meta.update({"Cs": Cs, "focal_spread": focal_spread, "energy": energy})
+    prog.check()
+    timings["total"] = time.perf_counter() - t_start
+    if progress is not None:
+        progress(1.0, "done")
+    return Reconstruction(exit_wave=np.asarray(wave).astype(np.complex64, copy=False),
+                          sampling=out_sampling, method=method, model_name=model_name,
+                          device=device, timings=timings, warnings=warnings, shifts=shifts,
+                          metadata=meta)
