@@ -14,7 +14,74 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 # --- simulate (owner: simulation) --------------------------------------------------------
-# _add_simulate(subparsers) is registered here by the simulation module's owner.
+def _add_simulate(subparsers) -> None:
+    p = subparsers.add_parser(
+        "simulate", help="simulate a training/validation data set (Zarr, resumable)",
+        description="Make N samples (structure -> abTEM exit wave -> focal series) into a Zarr "
+                    "data set. Re-running the same command resumes an interrupted run; finished "
+                    "samples are kept. See docs/simulation.md.")
+    p.add_argument("--dataset", default="mos2",
+                   help="structure family: mos2, mos2-graphene or 2d (default: mos2)")
+    p.add_argument("--n", type=int, default=1000, help="number of samples (default: 1000)")
+    p.add_argument("--out", required=True, help="output Zarr folder, e.g. data/mos2.zarr")
+    p.add_argument("--size", type=int, default=256,
+                   help="side of every array in px at --sampling (default: 256)")
+    p.add_argument("--sampling", type=float, default=0.105,
+                   help="pixel size of waves and images in A (default: 0.105)")
+    p.add_argument("--n-images", type=int, default=3, help="images per focal series (default: 3)")
+    p.add_argument("--seed", type=int, default=0, help="data-set seed (default: 0)")
+    p.add_argument("--energy", type=float, default=50e3, help="electron energy in eV (default: 50e3)")
+    p.add_argument("--multislice-sampling", type=float, default=0.05,
+                   help="largest multislice pixel size in A (default: 0.05)")
+    p.add_argument("--slice-thickness", type=float, default=0.2,
+                   help="multislice slice thickness in A (default: 0.2)")
+    p.add_argument("--db", help="ASE database of 2D materials for --dataset 2d "
+                                "(default: the built-in prototypes)")
+    p.add_argument("--split", choices=["train", "validation", "all"], default="train",
+                   help="part of the database for --dataset 2d, split 2:1 by element set")
+    p.add_argument("--workers", type=int, default=2,
+                   help="worker processes of the local Dask cluster (default: 2)")
+    p.add_argument("--scheduler", default="local",
+                   help="'local' (a LocalCluster, default), 'serial' (no Dask), or the address "
+                        "of an existing dask.distributed scheduler, e.g. tcp://host:8786")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="multislice device; auto uses the GPU when CuPy finds one")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing data set")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_simulate)
+
+
+def _run_simulate(args) -> int:
+    from .dataset import DatasetConfig, generate_dataset
+    from .exitwave import ExitWaveConfig
+    from .structures import DATASETS, StructureConfig
+
+    if args.dataset not in DATASETS:
+        print(f"exitwave-train simulate: unknown data set {args.dataset!r}; choose one of "
+              f"{', '.join(DATASETS)}", file=sys.stderr)
+        return 2
+    try:
+        config = DatasetConfig(
+            n=args.n, seed=args.seed, n_images=args.n_images,
+            structure=StructureConfig(dataset=args.dataset, size=args.size, sampling=args.sampling,
+                                      database=os.path.abspath(args.db) if args.db else None,
+                                      split=args.split),
+            exitwave=ExitWaveConfig(energy=args.energy, sampling=args.multislice_sampling,
+                                    slice_thickness=args.slice_thickness, device=args.device))
+        summary = generate_dataset(args.out, config, scheduler=args.scheduler,
+                                   workers=args.workers, overwrite=args.overwrite,
+                                   progress=not args.no_progress)
+    except (ValueError, OSError) as exc:
+        print(f"exitwave-train simulate: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished samples are kept - run the same command to resume",
+              file=sys.stderr)
+        return 130
+    print(f"{summary['path']}: {summary['done']}/{summary['n']} samples complete, "
+          f"{summary['generated']} made in {summary['seconds']:.1f} s "
+          f"({summary['samples_per_second']:.2f} samples/s)")
+    return 0
 
 
 # --- train (owner: network/training) -----------------------------------------------------
