@@ -52,16 +52,18 @@ def make_toy_dataset(path, n: int = 8, size: int = 64, sampling: float = 0.2,
         w, pts, kinds = toy_wave(rng, size, sampling)
         t = physics.gaussian_blur(w, sampling, 0.15).astype(np.complex64)
         p = physics.sample_parameters(rng, n_images)
-        images.append(physics.normalize_series(physics.simulate_focal_series(w, sampling, p,
-                                                                             rng=rng)))
+        images.append(physics.simulate_focal_series(w, sampling, p, rng=rng))  # not normalised
         waves.append(w)
         targets.append(t)
         params.append(json.dumps([q.to_dict() for q in p]))
-        columns.append(json.dumps({"y": pts[:, 0].tolist(), "x": pts[:, 1].tolist(),
-                                   "element": ["Mo" if k == 0 else "S2" for k in kinds]}))
+        # exitwave_training.dataset's format: [x_A, y_A, label] per column
+        columns.append(json.dumps([[float(p[1]), float(p[0]), "Mo" if k == 0 else "S2"]
+                                   for p, k in zip(pts, kinds)]))
     g = zarr.open_group(str(path), mode="w")
-    g.attrs["config"] = {"name": "toy", "sampling": sampling, "n_images": n_images,
-                         "seed": seed, "n": n, "size": size}
+    g.attrs["config"] = json.dumps({"name": "toy", "n_images": n_images, "seed": seed, "n": n,
+                                    "structure": {"size": size, "sampling": sampling}})
+    g.attrs["sampling"] = sampling
+    g.attrs["n_images"] = n_images
     g.create_array("wave", data=np.stack(waves))
     g.create_array("target", data=np.stack(targets))
     g.create_array("images", data=np.stack(images).astype(np.float32))

@@ -207,7 +207,9 @@ def evaluate(model_path: str | os.PathLike, data_path: str | os.PathLike,
     if info.get("sampling") and abs(float(info["sampling"]) - data["sampling"]) > 0.02 * data["sampling"]:
         raise ValueError(f"the model expects {info['sampling']} A/px, the data set has "
                          f"{data['sampling']} A/px")
-    pr = physics.ParameterRanges.from_dict({**physics.ParameterRanges().to_dict(), **(ranges or {})})
+    pr = physics.ParameterRanges.from_dict({**physics.ParameterRanges().to_dict(),
+                                            **(data["config"].get("ranges") or {}),
+                                            **(ranges or {})})
     summary = evaluate_arrays(predict, data, n_images=info["n_images"],
                               multiple=info["size_multiple"], seed=seed, out_dir=out_dir,
                               ranges=pr, title=Path(model_path).stem)

@@ -99,7 +99,10 @@ def load_waves(path: str | os.PathLike, max_samples: int | None = None) -> dict[
     except Exception as e:  # noqa: BLE001
         raise FileNotFoundError(f"cannot open the data set {path!r} as a Zarr group: {e}. "
                                 "Make one with `exitwave-train simulate`.") from e
-    config = dict(g.attrs.get("config", {}))
+    config = g.attrs.get("config", {})
+    if isinstance(config, str):  # exitwave_training.dataset stores it as a JSON string
+        config = json.loads(config)
+    config = dict(config)
     keys = set(g.array_keys()) if hasattr(g, "array_keys") else set(g.keys())
     for need in ("wave", "target"):
         if need not in keys:
@@ -116,62 +119,49 @@ def load_waves(path: str | os.PathLike, max_samples: int | None = None) -> dict[
     wave = np.asarray(g["wave"][:hi])[idx].astype(np.complex64)
     target = np.asarray(g["target"][:hi])[idx].astype(np.complex64)
     images = np.asarray(g["images"][:hi])[idx].astype(np.float32) if "images" in keys else None
-    columns = None
-    if "columns" in keys or "columns" in getattr(g, "group_keys", lambda: [])():
-        columns = _read_columns(g, idx)
+    columns = _read_columns(g, idx) if "columns" in keys else None
     sampling = _find_sampling(g, config)
     return dict(wave=wave, target=target, images=images, columns=columns, sampling=sampling,
                 config=config, path=path, indices=idx)
 
 
 def _find_sampling(g, config: dict) -> float:
-    for src in (g.attrs, config, config.get("image", {}) if isinstance(config, dict) else {}):
+    structure = config.get("structure", {}) if isinstance(config, dict) else {}
+    for src in (g.attrs, config, structure):
         for key in ("sampling", "network_sampling", "target_sampling"):
             if key in src and src[key] is not None:
                 return float(src[key])
-    raise ValueError("the data set does not record its sampling (attrs['config']['sampling'])")
+    raise ValueError("the data set does not record its sampling (attrs['sampling'])")
 
 
 def _read_columns(g, idx) -> list[np.ndarray] | None:
-    """Column positions ``(m, 2)`` in A as (y, x), per sample, from the data set.
+    """Column positions ``(m, 2)`` in A as ``(y, x)`` per sample (``None`` if unreadable).
 
-    Accepts an array ``columns`` of JSON strings (one per sample) or a structured layout; the
-    data-set module documents the exact form. Returns ``None`` if it cannot be read.
+    :mod:`exitwave_training.dataset` stores a JSON list of ``[x_A, y_A, label]`` per sample;
+    dicts with ``x``/``y`` lists are accepted too.
     """
-    try:
-        from . import dataset as _ds
-
-        reader = getattr(_ds, "read_columns", None)
-        if reader is not None:
-            cols = reader(g)
-            return [np.asarray(_column_positions(cols[i])) for i in idx]
-    except Exception:  # noqa: BLE001
-        pass
     try:
         raw = g["columns"]
         out = []
         for i in idx:
             item = raw[int(i)]
-            item = item.item() if hasattr(item, "item") and np.ndim(item) == 0 else item
-            out.append(np.asarray(_column_positions(item)))
+            item = np.asarray(item).item() if not isinstance(item, (str, bytes)) else item
+            out.append(_column_positions(item))
         return out
     except Exception:  # noqa: BLE001
         return None
 
 
 def _column_positions(item) -> np.ndarray:
+    """``(m, 2)`` (y, x) in A from one sample's column record."""
     if isinstance(item, (bytes, str)):
         item = json.loads(item)
     if isinstance(item, dict):
-        for ky, kx in (("y", "x"), ("row", "col")):
-            if ky in item and kx in item:
-                return np.stack([np.asarray(item[ky], float), np.asarray(item[kx], float)], 1)
-        if "positions" in item:
-            return np.asarray(item["positions"], float)[:, :2]
-    arr = np.asarray(item)
-    if arr.dtype.names:
-        return np.stack([arr["y"].astype(float), arr["x"].astype(float)], 1)
-    return np.asarray(arr, float).reshape(-1, arr.shape[-1])[:, :2]
+        return np.stack([np.asarray(item["y"], float), np.asarray(item["x"], float)], 1)
+    if len(item) == 0:
+        return np.zeros((0, 2))
+    xy = np.array([[float(c[0]), float(c[1])] for c in item]).reshape(-1, 2)
+    return xy[:, ::-1].copy()
 
 
 def _largest_multiple(n: int, m: int) -> int:
@@ -430,9 +420,11 @@ def _datasets(cfg: TrainConfig):
 
     n_images = int(cfg.network.get("n_images", 3))
     multiple = size_multiple(int(cfg.network.get("depth", 4)))
-    ranges = physics.ParameterRanges.from_dict({**physics.ParameterRanges().to_dict(),
-                                               **(cfg.ranges or {})})
     tr = load_waves(cfg.train, cfg.train_samples)
+    # the data set's Table-1 ranges (and energy), overridden by the run's own
+    ranges = physics.ParameterRanges.from_dict({**physics.ParameterRanges().to_dict(),
+                                               **(tr["config"].get("ranges") or {}),
+                                               **(cfg.ranges or {})})
     train_ds = FocalSeriesDataset(tr["wave"], tr["target"], tr["sampling"], n_images,
                                   cfg.batch_size, cfg.crop, multiple, seed=cfg.seed,
                                   ranges=ranges, steps=cfg.steps_per_epoch, workers=cfg.workers)
