@@ -77,3 +77,19 @@ def test_live_widget_reports_a_bad_folder(qtbot, tmp_path):
     widget.folder.setText(str(tmp_path / "does-not-exist"))
     widget.start()
     assert not widget.running and "does not exist" in widget.status.text()
+
+
+def test_live_widget_is_a_manifest_contribution():
+    import importlib
+    from pathlib import Path
+
+    from npe2 import PluginManifest
+
+    import napari_exitwave
+    from napari_exitwave._qt.live_widget import LiveWidget
+
+    manifest = PluginManifest.from_file(Path(napari_exitwave.__file__).parent / "napari.yaml")
+    cmd = {c.id: c for c in manifest.contributions.commands}["napari-exitwave.live_widget"]
+    module, attr = cmd.python_name.split(":")
+    assert getattr(importlib.import_module(module), attr) is LiveWidget
+    assert "napari-exitwave.live_widget" in [w.command for w in manifest.contributions.widgets]
