@@ -329,9 +329,9 @@ def mos2_on_graphene(rng: np.random.Generator, radius_mos2: float, radius_graphe
     mos2, info = layer_flake(mos2_layer(), rng, radius_mos2,
                              rotation=rot_g + math.radians(rel), sixfold=True)
     d = float(rng.uniform(*distance))
-    s_low = mos2.positions[:, 2].min() if len(mos2) else 0.0
-    # beam along +z: graphene below the MoS2 (larger z)
-    graphene.positions[:, 2] = s_low + d + 0.0 * graphene.positions[:, 2]
+    # beam along +z: graphene below the MoS2 (larger z), d from the lower S plane
+    s_low = mos2.positions[:, 2].max() if len(mos2) else 0.0
+    graphene.positions[:, 2] = s_low + d
     shift = rng.normal(0, 0.5, size=2)  # MoS2 not exactly on the graphene centre
     mos2.positions[:, :2] += shift
     combined = mos2 + graphene
