@@ -132,7 +132,7 @@ class ModelCard:
                              "re-export it") from e
         if not isinstance(d, dict):
             raise ModelError(f"model card {json_path.name} must hold a JSON object")
-        return cls.from_dict(d, json_path)
+        return cls.from_dict(d, json_path.resolve())
 
     def save(self, json_path: str | os.PathLike | None = None) -> Path:
         """Write the card as JSON (default: where it was loaded from, or next to the ONNX)."""

@@ -329,6 +329,9 @@ def _tiff_calibration(tif, page) -> tuple[float | None, str, float | None, list 
         shaped = tif.shaped_metadata[0] if tif.shaped_metadata else {}
         if "sampling" in shaped or "defocus" in shaped:
             ours = shaped
+    if ours and ours.get("kind") == "exit wave":
+        raise ReaderError("this TIFF holds an exit wave (real and imaginary channels), not a "
+                          "focal series; open it with read_exit_wave")
     if ours:
         meta.update({k: v for k, v in ours.items() if k not in ("shape",)})
         defocus = _parse_defocus(ours.get("defocus"))
@@ -377,8 +380,8 @@ def _read_tiff(path: Path):
             axes = series.axes
             photometric = int(getattr(tif.pages[0], "photometric", 1))
             sampling, unit, scale, defocus, meta = _tiff_calibration(tif, tif.pages[0])
-    except ReaderError:
-        raise
+    except ReaderError as e:
+        raise ReaderError(f"{path.name}: {e}") from None
     except Exception as e:
         raise ReaderError(f"{path.name} could not be read as a TIFF ({type(e).__name__}: {e}); "
                           "the file may be truncated or not a TIFF") from e
