@@ -95,6 +95,11 @@ class DatasetConfig:
         if int(self.n_images) != self.n_images or self.n_images < 1:
             raise ValueError(f"n_images must be a positive integer, got {self.n_images}")
         self.n, self.seed, self.n_images = int(self.n), int(self.seed), int(self.n_images)
+        if self.structure.sampling < self.exitwave.sampling:
+            raise ValueError(
+                f"the data-set sampling {self.structure.sampling} A/px is finer than the "
+                f"multislice sampling {self.exitwave.sampling} A; use a coarser sampling or a "
+                "finer --multislice-sampling")
         # the images are formed at the energy of the exit wave
         self.ranges.energy = float(self.exitwave.energy)
 
