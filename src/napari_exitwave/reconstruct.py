@@ -2,8 +2,8 @@
 
 Network path (``method="network"``)::
 
-    validate -> align (phase correlation on the middle image) -> resample to the network's
-    pixel size (spline, physics.resample) -> normalise (physics.normalize_series)
+    validate -> align (phase correlation on the middle image) -> resample to exactly the
+    network's pixel size (cubic spline, resample_series) -> normalise (physics.normalize_series)
     -> ONNX inference (padded / tiled) -> exit wave at the network's pixel size
 
 Traditional path (``method="gs"`` or ``"wiener"``): align, then
@@ -23,7 +23,7 @@ import numpy as np
 from . import physics
 from .errors import ExitWaveError, ReconstructionCancelled, SeriesMismatchError
 
-__all__ = ["Reconstruction", "reconstruct_series", "METHODS"]
+__all__ = ["Reconstruction", "reconstruct_series", "resample_series", "METHODS"]
 
 METHODS = ("network", "gs", "wiener")
 
@@ -73,6 +73,33 @@ class Reconstruction:
              "shifts_px": None if self.shifts is None else np.asarray(self.shifts).tolist()}
         d.update(self.metadata)
         return d
+
+
+def resample_series(images: np.ndarray, sampling: float, new_sampling: float, order: int = 3
+                    ) -> np.ndarray:
+    """Resample a series (n, ny, nx) to exactly ``new_sampling`` A/px by spline interpolation.
+
+    Output pixel ``i`` sits at input position ``i * new_sampling / sampling`` (pixel 0 stays
+    put), and the output covers the input field of view up to the last whole new pixel, so the
+    pixel size is exactly the network's (:func:`napari_exitwave.physics.resample` keeps the
+    field of view instead, which leaves the pixel size a fraction of a percent off).
+    """
+    from scipy import ndimage
+
+    if not (sampling > 0 and new_sampling > 0):
+        raise ValueError("sampling and new_sampling must be positive (A/px)")
+    images = np.asarray(images)
+    if np.isclose(sampling, new_sampling, rtol=1e-9):
+        return images.astype(np.float32)
+    step = new_sampling / sampling
+    ny, nx = images.shape[-2:]
+    out_shape = (int(np.floor((ny - 1) / step + 1e-9)) + 1, int(np.floor((nx - 1) / step + 1e-9)) + 1)
+    out = np.empty(images.shape[:-2] + out_shape, dtype=np.float32)
+    for idx in np.ndindex(images.shape[:-2]):
+        out[idx] = ndimage.affine_transform(np.asarray(images[idx], dtype=np.float64),
+                                            [step, step], output_shape=out_shape, order=order,
+                                            mode="nearest")
+    return out
 
 
 class _Progress:
@@ -216,8 +243,7 @@ def reconstruct_series(series, model=None, *, method: str = "network", align: bo
         t = time.perf_counter()
         out_sampling = card.sampling
         if card.sampling and s_in:
-            images = physics.resample(images, s_in, card.sampling).astype(np.float32)
-            out_sampling = s_in * series.shape[1] / images.shape[-1]
+            images = resample_series(images, s_in, card.sampling)
         elif card.sampling is None:
             out_sampling = s_in
             warnings.append(f"model {card.name!r} has no pixel size in its card; the images are "
