@@ -125,6 +125,24 @@ def get_reader(path):
     return None
 
 
+def _is_exit_wave_tiff(path: Path) -> bool:
+    """Whether ``path`` is an exit-wave TIFF written by :func:`io.write_exit_wave_tiff`."""
+    import json
+
+    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+        return False
+    try:
+        import tifffile
+
+        from .io import _METADATA_KEY
+
+        with tifffile.TiffFile(str(path)) as tif:
+            info = (tif.imagej_metadata or {}).get(_METADATA_KEY)
+        return json.loads(info).get("kind") == "exit wave" if info else False
+    except Exception:  # noqa: BLE001 - not ours: read_series will say what is wrong
+        return False
+
+
 def read_paths(path) -> list:
     """Read one or several paths into napari LayerData tuples.
 
@@ -143,11 +161,11 @@ def read_paths(path) -> list:
             wave, sampling, meta = read_exit_wave(p)
             layers += exit_wave_layers(wave, sampling, name=p.stem, metadata={"file": str(p)})
             continue
-        series = read_series(p, allow_single=True, allow_nonfinite=True)
-        if series.metadata.get("kind") == "exit wave":
+        if _is_exit_wave_tiff(p):
             wave, sampling, meta = read_exit_wave(p)
             layers += exit_wave_layers(wave, sampling, name=p.stem, metadata={"file": str(p)})
             continue
+        series = read_series(p, allow_single=True, allow_nonfinite=True)
         data, kwargs, kind = series_layer(series, name=p.stem if p.is_file() else p.name)
         if data.shape[0] == 1:  # a single image: show it 2-D
             data = data[0]

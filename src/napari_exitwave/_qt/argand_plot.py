@@ -99,7 +99,10 @@ class ArgandPlotWidget(QWidget):
         for ly in layers:
             self.layer_combo.addItem(ly.name)
         self.layer_combo.blockSignals(False)
-        if self.layer is not None and self.layer in layers:
+        new = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
+        if new is not None and new in layers:  # a new peaks layer: follow it
+            self.set_layer(new)
+        elif self.layer is not None and self.layer in layers:
             self.layer_combo.setCurrentIndex(layers.index(self.layer))
         elif layers:
             self.set_layer(layers[-1])
@@ -136,7 +139,7 @@ class ArgandPlotWidget(QWidget):
 
     def _connections(self):
         ly = self.layer
-        return [(ly.selected_data.events.changed, self._on_layer_selection),
+        return [(ly.selected_data.events.items_changed, self._on_layer_selection),
                 (ly.events.features, self._on_layer_changed),
                 (ly.events.data, self._on_layer_changed)]
 

@@ -612,7 +612,11 @@ class ReconstructionWidget(QWidget):
 
         if self._argand is None:
             self._argand = ArgandPlotWidget(self.viewer)
-            self.viewer.window.add_dock_widget(self._argand, name="Argand plot", area="right")
+            window = getattr(self.viewer, "window", None)  # a bare ViewerModel has none
+            if window is not None:
+                window.add_dock_widget(self._argand, name="Argand plot", area="right")
+            else:
+                self._argand.show()
         layers = [ly for ly in self.viewer.layers if self._argand.accepts(ly)]
         if layers:
             self._argand.set_layer(layers[-1])

@@ -1,0 +1,274 @@
+"""The reconstruction widget end to end: reader -> widget -> exit-wave layers -> peaks.
+
+The viewer is a ``napari.components.ViewerModel`` (layers without an OpenGL canvas: the headless
+CI machine has no OpenGL, where ``make_napari_viewer`` fails on the first image layer); the
+widget only talks to that part of the viewer. Networks are tiny ONNX nets built in the test
+(tests/onnx_helpers.py), whose output is known analytically.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+from napari.components import ViewerModel  # noqa: E402
+from onnx_helpers import make_conv_model, reference_output  # noqa: E402
+
+from napari_exitwave import physics  # noqa: E402
+from napari_exitwave._napari import exit_wave_layers  # noqa: E402
+from napari_exitwave.io import write_series_tiff  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+N_POOL = 2
+SAMPLING = 0.1
+
+
+@pytest.fixture(autouse=True)
+def _plugin(npe2pm):
+    """This plugin registered with napari's (test) plugin manager, discovery of others blocked."""
+    from npe2 import PluginManifest
+
+    npe2pm.register(PluginManifest.from_distribution("napari-exitwave"))
+    return npe2pm
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    a, ka = make_conv_model(d / "tiny_a.onnx", n_pool=N_POOL, seed=0, sampling=SAMPLING,
+                            name="tiny_a")
+    b, kb = make_conv_model(d / "tiny_b.onnx", n_pool=N_POOL, seed=1, sampling=SAMPLING,
+                            name="tiny_b")
+    two, _ = make_conv_model(d / "tiny_two.onnx", n_images=2, n_pool=N_POOL, sampling=SAMPLING,
+                             name="tiny_two")
+    return {"a": (a, ka), "b": (b, kb), "two": two}
+
+
+def _series(tmp_path, n=3, shape=(32, 48), seed=0, nan=False):
+    rng = np.random.default_rng(seed)
+    imgs = rng.normal(1.0, 0.1, (n,) + shape).astype(np.float32)
+    if nan:
+        imgs[1, 3, 4] = np.nan
+    return write_series_tiff(tmp_path / f"series{n}{'nan' if nan else ''}.tif", imgs,
+                             sampling=SAMPLING, defocus=list(np.linspace(-50, 50, n))), imgs
+
+
+@pytest.fixture
+def viewer_widget(qtbot):
+    from napari_exitwave._qt.reconstruction import ReconstructionWidget
+
+    viewer = ViewerModel()
+    widget = ReconstructionWidget(viewer)
+    qtbot.addWidget(widget)
+    yield viewer, widget
+    if widget.worker is not None:
+        widget.cancel()
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=20000)
+
+
+def _use_only(widget, *names):
+    from qtpy.QtCore import Qt
+
+    for i in range(widget.model_list.count()):
+        item = widget.model_list.item(i)
+        item.setCheckState(Qt.Checked if item.data(Qt.UserRole) in names else Qt.Unchecked)
+
+
+def _run(qtbot, widget):
+    assert widget.run_button.isEnabled(), widget.check_label.text()
+    worker = widget.run()
+    assert worker is not None
+    assert not widget.run_button.isEnabled() and widget.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
+    return widget.last_result
+
+
+def test_end_to_end_network(qtbot, tmp_path, viewer_widget, models):
+    viewer, widget = viewer_widget
+    path, imgs = _series(tmp_path)
+    viewer.open(str(path), plugin="napari-exitwave")  # the npe2 reader path
+    assert widget.layer_combo.currentText() == "series3"
+    assert widget.pixel_size.value() == pytest.approx(SAMPLING)
+    assert widget.add_model(str(models["a"][0])) is not None
+    _use_only(widget, "tiny_a")
+    assert "fits" in widget.check_label.text()
+    result = _run(qtbot, widget)
+    assert result.error is None and not result.cancelled
+    real, imag = viewer.layers["series3 exit wave [real]"], viewer.layers["series3 exit wave [imag]"]
+    # the values are the network's: same as running the tiny net by hand on the normalised series
+    from napari_exitwave.align import align_series
+
+    aligned, _ = align_series(imgs)
+    expected = reference_output(physics.normalize_series(aligned), models["a"][1], n_pool=N_POOL)
+    np.testing.assert_allclose(real.data, expected.real, atol=2e-4)
+    np.testing.assert_allclose(imag.data, expected.imag, atol=2e-4)
+    # scale in A, units angstrom, one diverging colormap centred on vacuum
+    for ly, centre in ((real, 1.0), (imag, 0.0)):
+        assert tuple(ly.scale) == pytest.approx((SAMPLING, SAMPLING))
+        assert [str(u) for u in ly.units] == ["angstrom", "angstrom"]
+        lo, hi = ly.contrast_limits
+        assert (lo + hi) / 2 == pytest.approx(centre, abs=1e-6)
+    assert real.colormap.name == imag.colormap.name
+    assert real.contrast_limits[1] - 1 == pytest.approx(imag.contrast_limits[1], rel=1e-6)
+    # device and time are shown
+    assert "CPU" in widget.status_label.text() and " s" in widget.status_label.text()
+    assert widget.progress_bar.value() == 1000
+
+
+def test_amplitude_phase_and_uncertainty(qtbot, tmp_path, viewer_widget, models):
+    viewer, widget = viewer_widget
+    path, _ = _series(tmp_path)
+    viewer.open(str(path), plugin="napari-exitwave")
+    widget.add_model(str(models["a"][0]))
+    widget.add_model(str(models["b"][0]), checked=False)
+    _use_only(widget, "tiny_a", "tiny_b")
+    widget.amplitude_check.setChecked(True)
+    widget.phase_check.setChecked(True)
+    result = _run(qtbot, widget)
+    assert len(result.reconstructions) == 2
+    names = {ly.name for ly in viewer.layers}
+    for part in ("real", "imag", "amplitude", "phase", "uncertainty"):
+        assert f"series3 exit wave [{part}]" in names
+    w_a, w_b = (r.exit_wave for r in result.reconstructions)
+    mean = (w_a + w_b) / 2
+    np.testing.assert_allclose(viewer.layers["series3 exit wave [real]"].data, mean.real,
+                               atol=1e-5)
+    unc = viewer.layers["series3 exit wave [uncertainty]"].data
+    np.testing.assert_allclose(unc, np.abs(w_a - w_b) / 2, atol=1e-5)  # std of two models
+    assert unc.max() > 0
+    np.testing.assert_allclose(viewer.layers["series3 exit wave [phase]"].data, np.angle(mean),
+                               atol=1e-5)
+
+
+def test_error_messages(qtbot, tmp_path, viewer_widget, models):
+    viewer, widget = viewer_widget
+    widget.add_model(str(models["a"][0]))
+    _use_only(widget, "tiny_a")
+    # a single 2-D image
+    viewer.add_image(np.ones((16, 16), np.float32), name="single", scale=(0.1, 0.1),
+                     units=("angstrom", "angstrom"))
+    widget.layer_combo.setCurrentText("single")
+    assert "single 2-D image" in widget.check_label.text()
+    assert not widget.run_button.isEnabled() and widget.run() is None
+    # the wrong number of images
+    path2, _ = _series(tmp_path, n=2)
+    viewer.open(str(path2), plugin="napari-exitwave")
+    widget.layer_combo.setCurrentText("series2")
+    assert "expects 3 images" in widget.check_label.text() and not widget.run_button.isEnabled()
+    # ... which the 2-image model takes
+    widget.add_model(str(models["two"]))
+    _use_only(widget, "tiny_two")
+    assert widget.run_button.isEnabled()
+    # NaNs
+    pathn, _ = _series(tmp_path, nan=True)
+    viewer.open(str(pathn), plugin="napari-exitwave")
+    widget.layer_combo.setCurrentText("series3nan")
+    _use_only(widget, "tiny_a")
+    assert "NaN" in widget.check_label.text() and not widget.run_button.isEnabled()
+    # a pixel size 2.5x off: warned, not blocked
+    path3, _ = _series(tmp_path)
+    viewer.open(str(path3), plugin="napari-exitwave")
+    widget.layer_combo.setCurrentText("series3")
+    widget.pixel_size.setValue(0.25)
+    assert "2.5x" in widget.check_label.text() and widget.run_button.isEnabled()
+    # a corrupt ONNX file is refused with a message and napari keeps going
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(b"\x08\x01garbage" * 50)
+    assert widget.add_model(str(bad)) is None
+    assert "could not load model" in widget.status_label.text()
+    assert "corrupt" not in [widget.model_list.item(i).text()
+                             for i in range(widget.model_list.count())]
+    # no model ticked
+    _use_only(widget)
+    assert "choose a model" in widget.check_label.text()
+
+
+def test_traditional_fields_and_defocus(qtbot, tmp_path, viewer_widget):
+    viewer, widget = viewer_widget
+    path, _ = _series(tmp_path)
+    viewer.open(str(path), plugin="napari-exitwave")
+    assert widget.trad_box.isHidden() and not widget.model_list.isHidden()
+    widget.set_method("gs")
+    assert not widget.trad_box.isHidden() and widget.model_list.isHidden()
+    # the defoci come from the file's metadata
+    assert widget.defocus_values() == [-50.0, 0.0, 50.0]
+    assert widget.run_button.isEnabled()
+    widget.defocus_edit.setText("-50, 0")
+    assert "enter 3 defocus values" in widget.check_label.text()
+    assert not widget.run_button.isEnabled()
+
+
+def test_run_error_and_cancel_keep_gui_alive(qtbot, tmp_path, viewer_widget, models, monkeypatch):
+    import time
+
+    import napari_exitwave.reconstruct as rc
+    from napari_exitwave.errors import ModelError, ReconstructionCancelled
+
+    viewer, widget = viewer_widget
+    path, _ = _series(tmp_path)
+    viewer.open(str(path), plugin="napari-exitwave")
+    widget.add_model(str(models["a"][0]))
+    _use_only(widget, "tiny_a")
+
+    def failing(series, **kw):
+        raise ModelError("CUDA was requested but is not available")
+
+    monkeypatch.setattr(rc, "reconstruct_series", failing)
+    result = _run(qtbot, widget)
+    assert "CUDA was requested" in result.error
+    assert "CUDA was requested" in widget.status_label.text()
+    assert widget.run_button.isEnabled()  # ready for another try
+
+    ticks = []
+
+    def slow(series, progress=None, cancel=None, **kw):
+        for i in range(400):
+            if cancel():
+                raise ReconstructionCancelled("cancelled")
+            progress(i / 400, f"step {i}")
+            ticks.append(i)
+            time.sleep(0.01)
+        raise AssertionError("not cancelled")
+
+    monkeypatch.setattr(rc, "reconstruct_series", slow)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.progress_bar.value() > 0, timeout=5000)  # GUI got progress
+    widget.cancel_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10000)
+    assert widget.last_result.cancelled and widget.status_label.text() == "cancelled"
+    assert len(ticks) < 400
+
+
+def test_peaks_layer_features(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    # a known exit wave: Gaussian columns of two kinds on a lattice
+    yy, xx = np.mgrid[:80, :80]
+    centres = [(10.3 + 15 * i, 10.7 + 15 * j) for i in range(5) for j in range(5)]
+    kinds = np.array([(i + j) % 2 for i in range(5) for j in range(5)])
+    values = np.array([0.3 + 0.2j, 0.1 + 0.5j])
+    wave = np.ones((80, 80), complex)
+    for (y, x), k in zip(centres, kinds):
+        wave += values[k] * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 2.0**2))
+    for data, kw, _ in exit_wave_layers(wave.astype(np.complex64), 0.1, name="known"):
+        viewer.add_image(data, **kw)
+    viewer.layers.selection.active = viewer.layers["known [real]"]
+    widget.min_distance_spin.setValue(0.8)
+    widget.threshold_spin.setValue(0.2)
+    layer = widget.find_peaks()
+    assert layer.name == "known peaks" and len(layer.data) == 25
+    assert tuple(layer.scale) == pytest.approx((0.1, 0.1))
+    assert [str(u) for u in layer.units] == ["angstrom", "angstrom"]
+    order = [int(np.argmin(np.linalg.norm(np.array(centres) - p, axis=1))) for p in layer.data]
+    np.testing.assert_allclose(layer.data, np.array(centres)[order], atol=0.05)
+    f = layer.features
+    assert {"real", "imag", "amplitude", "phase", "label"} <= set(f.columns)
+    expected = 1 + values[kinds[order]]
+    np.testing.assert_allclose(f["real"] + 1j * f["imag"], expected, atol=3e-3)
+    np.testing.assert_allclose(f["amplitude"], np.abs(expected), atol=3e-3)
+    assert (f["label"] == "").all()
+    # a higher threshold keeps fewer peaks (the |psi - 1| of kind 0 is 0.36, kind 1 0.51)
+    widget.threshold_spin.setValue(0.8)
+    assert len(widget.find_peaks().data) == int(np.sum(kinds == 1))
