@@ -11,7 +11,8 @@ pytest.importorskip("onnx")  # only to build the tiny test networks
 
 from onnx_helpers import make_conv_model, reference_output  # noqa: E402
 
-from napari_exitwave.errors import ModelError, ReconstructionCancelled, SeriesMismatchError  # noqa: E402
+from napari_exitwave.errors import (ModelError, ReconstructionCancelled,  # noqa: E402
+                                    SeriesMismatchError)
 from napari_exitwave.inference import (ModelCard, OnnxReconstructor, find_model,  # noqa: E402
                                        get_reconstructor, list_models, sha256_file, tile_starts)
 

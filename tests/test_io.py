@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -32,7 +31,8 @@ def test_dm_2d_image_is_not_a_series(name):
     s = read_series(DM_DIR / name, allow_single=True)
     assert s.images.shape == (1, 2, 2) and s.images.dtype == np.float32
     np.testing.assert_array_equal(s.images[0], [[1, 2], [3, 4]])
-    assert s.sampling is None and s.units == "px" and s.defocus is None  # uncalibrated (scale 1, no unit)
+    # uncalibrated: rosettasciio gives scale 1 and no unit
+    assert s.sampling is None and s.units == "px" and s.defocus is None
     assert s.metadata["format"] == "DigitalMicrograph"
 
 
@@ -61,8 +61,8 @@ def test_dm_stackbuilder_calibration_in_um():
 
 
 @needs_dm
-@pytest.mark.parametrize("name, keep", [("3D_test-1.dm4", 10000), ("test_stackbuilder_imagestack.dm3", 24000),
-                                        ("3D_test-2.dm3", 100)])
+@pytest.mark.parametrize("name, keep", [("3D_test-1.dm4", 10000), ("3D_test-2.dm3", 100),
+                                        ("test_stackbuilder_imagestack.dm3", 24000)])
 def test_truncated_dm_gives_reader_error(tmp_path, name, keep):
     bad = tmp_path / name
     bad.write_bytes((DM_DIR / name).read_bytes()[:keep])
@@ -216,8 +216,9 @@ def test_folder_series_natural_order_and_defocus_from_names(tmp_path):
     d.mkdir()
     values = {"s10_df+5nm.tif": 3.0, "s1_df-5nm.tif": 1.0, "s2_df0nm.tif": 2.0}
     for name, v in values.items():
-        tifffile.imwrite(d / name, np.full((16, 12), v, np.float32) + np.eye(16, 12, dtype=np.float32),
-                         imagej=True, resolution=(100.0, 100.0), metadata={"unit": "nm"})
+        im = np.full((16, 12), v, np.float32) + np.eye(16, 12, dtype=np.float32)
+        tifffile.imwrite(d / name, im, imagej=True, resolution=(100.0, 100.0),
+                         metadata={"unit": "nm"})
     (d / "notes.txt").write_text("ignored")
     s = read_series(d)
     assert s.n_images == 3
@@ -271,7 +272,8 @@ def test_focal_series_dataclass():
 
 def _wave(ny=20, nx=24, seed=1):
     rng = np.random.default_rng(seed)
-    return (1 + 0.1 * rng.normal(size=(ny, nx)) + 0.1j * rng.normal(size=(ny, nx))).astype(np.complex64)
+    wave = 1 + 0.1 * rng.normal(size=(ny, nx)) + 0.1j * rng.normal(size=(ny, nx))
+    return wave.astype(np.complex64)
 
 
 def test_exit_wave_tiff_round_trip(tmp_path):

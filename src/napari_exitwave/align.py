@@ -2,8 +2,8 @@
 
 Shared by the network and the traditional reconstructions. The shift of every image relative to
 the middle one is found by phase correlation (:func:`skimage.registration.phase_cross_correlation`,
-sub-pixel by upsampled DFT) on edge-tapered, slightly low-passed copies, and applied as a Fourier shift on a
-reflect-padded copy, so the wrap-around of the periodic shift does not bring the opposite edge
+sub-pixel by upsampled DFT) on edge-tapered, slightly low-passed copies, and applied as a
+Fourier shift on a reflect-padded copy, so the wrap-around of the periodic shift does not bring the opposite edge
 into the frame.
 
 The correlation is not whitened (``normalization=None``): the images of a focal series differ in

@@ -153,7 +153,8 @@ def save_outputs(rec, out: str | os.PathLike, stem: str, *, peaks: bool = True,
         meta["n_peaks"] = int(len(pos))
         from .argand import save_argand_png
 
-        title = f"{stem}: {len(pos)} columns ({rec.method}{', ' + rec.model_name if rec.model_name else ''})"
+        how = rec.method + (f", {rec.model_name}" if rec.model_name else "")
+        title = f"{stem}: {len(pos)} columns ({how})"
         written["argand"] = str(save_argand_png(table["real"] + 1j * table["imag"],
                                                 out / f"{stem}_argand.png", title=title))
     js = out / f"{stem}.json"
@@ -234,11 +235,138 @@ def _cmd_models(args) -> int:
 
 
 # --- watch (owner: live/batch) -------------------------------------------------------------
-# _add_watch(subparsers) is registered here by the live/batch owner.
+def _network_options(p) -> None:
+    p.add_argument("--model", help="network name (see `napari-exitwave models`) or .onnx/.json "
+                                   "path; default: mos2 when installed")
+    p.add_argument("--out", required=True, help="output folder (results, ledger, errors)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="ONNX Runtime device (auto: CUDA if it works, else CPU)")
+    p.add_argument("--tile", type=int, default=1024,
+                   help="inference tile size in px (1024: one pass up to ~1k px frames)")
+    p.add_argument("--overlap", type=int, default=64, help="tile overlap in px (64)")
+    p.add_argument("--no-align", action="store_true", help="do not align the images")
+    p.add_argument("--no-peaks", action="store_true", help="do not write <name>_peaks.csv")
+    p.add_argument("--force", action="store_true",
+                   help="reconstruct even when the pixel size is more than 2x from the "
+                        "network's or unknown (by default such a series fails)")
+
+
+def _model_fn(args):
+    from .live import ModelReconstructor
+
+    return ModelReconstructor(_default_model(args.model), align=not args.no_align,
+                              tile=args.tile, overlap=args.overlap, providers=args.device,
+                              strict=not args.force)
+
+
+def _add_watch(subparsers) -> None:
+    p = subparsers.add_parser(
+        "watch", help="reconstruct focal series live as the microscope writes them",
+        description="Watch FOLDER (polling; works on network shares), read each new image once "
+                    "it is completely written, group the images into focal series and "
+                    "reconstruct each series into --out. Stop with Ctrl-C; run it again with "
+                    "the same --out to resume (finished series are not redone). Errors go to "
+                    "<out>/errors.jsonl and the watch goes on.")
+    p.add_argument("folder", help="the folder the acquisition software writes into")
+    _network_options(p)
+    p.add_argument("--group-by", choices=("count", "pattern", "defocus"), default="count",
+                   help="count: every --n-images images; pattern: the 'series' group of "
+                        "--pattern in the file name; defocus: a new series when the defocus "
+                        "in the metadata goes back (default: count)")
+    p.add_argument("--n-images", type=int, default=None,
+                   help="images per series (default: the model's, else 3; with --group-by "
+                        "defocus an optional maximum)")
+    p.add_argument("--pattern", help=r"regular expression on file names, e.g. "
+                                     r"'(?P<series>.+)_(?P<index>\d+)\.tif$'")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="--group-by defocus: close a series after S s without a new image")
+    p.add_argument("--poll", type=float, default=1.0, metavar="S", help="poll interval (1 s)")
+    p.add_argument("--idle-exit", type=float, default=None, metavar="S",
+                   help="stop once nothing arrived for S s and nothing is pending")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-series messages")
+    _common(p)
+    p.set_defaults(func=_cmd_watch)
+
+
+def _cmd_watch(args) -> int:
+    import threading
+
+    from .live import FolderWatcher, Grouping
+
+    fn = _model_fn(args)
+    n = args.n_images
+    if n is None and args.group_by != "defocus":
+        try:
+            from .inference import find_model
+
+            n = find_model(fn.model).n_images
+        except Exception:  # noqa: BLE001 - the model error shows at the first series
+            n = 3
+    grouping = Grouping(args.group_by, n_images=n, pattern=args.pattern,
+                        timeout=args.timeout if args.timeout is not None
+                        else (max(10.0, 5 * args.poll) if args.group_by == "defocus" else None))
+    watcher = FolderWatcher(args.folder, args.out, grouping, fn, poll_interval=args.poll,
+                            peaks=not args.no_peaks)
+    if not args.quiet:
+        watcher.series_done.connect(lambda r: print(
+            f"done:    {r.series_id} ({', '.join(r.files)}) in {r.elapsed:.2f} s on "
+            f"{getattr(r.reconstruction, 'device', '?')} -> {r.outputs[0]}", flush=True))
+        watcher.series_failed.connect(lambda r: print(
+            f"FAILED:  {r.series_id} ({', '.join(r.files)}): {r.error}", flush=True))
+        watcher.file_error.connect(lambda name, msg: print(f"skipped: {name}: {msg}",
+                                                           flush=True))
+    print(f"watching {args.folder} -> {args.out} (group by {args.group_by}"
+          f"{f', {n} images' if n else ''}; Ctrl-C to stop)", flush=True)
+    stop = threading.Event()
+    try:
+        watcher.run(stop, idle_exit=args.idle_exit)
+    except KeyboardInterrupt:
+        stop.set()
+    print(f"stopped: {watcher.n_done} series done, {watcher.n_failed} failed"
+          + (f" (see {watcher.errors_path})" if watcher.n_failed else ""), flush=True)
+    return 0
 
 
 # --- batch (owner: live/batch) -------------------------------------------------------------
-# _add_batch(subparsers) is registered here by the live/batch owner.
+def _add_batch(subparsers) -> None:
+    p = subparsers.add_parser(
+        "batch", help="reconstruct many focal series (a folder or a glob), in parallel",
+        description="Reconstruct every focal series in INPUTS (a folder: each stack file or "
+                    "sub-folder of single images is one series; or a quoted glob such as "
+                    "'data/**/*.dm4'), on this machine in parallel (--workers) or on an existing "
+                    "Dask cluster (--scheduler tcp://host:8786; inputs and --out must then be on "
+                    "a file system the workers share). A failed series never stops the others; "
+                    "the summary table is printed and written to <out>/summary.csv. Exit status "
+                    "2 when any series failed.")
+    p.add_argument("inputs", nargs="+", help="folder(s), file(s) or quoted glob pattern(s)")
+    _network_options(p)
+    p.add_argument("--workers", type=int, default=1, help="parallel workers on this machine")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="address of a running Dask scheduler")
+    p.add_argument("--backend", choices=("auto", "serial", "processes", "dask"), default="auto",
+                   help="auto: dask with --scheduler, processes with --workers > 1, else serial")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-series messages")
+    _common(p)
+    p.set_defaults(func=_cmd_batch)
+
+
+def _cmd_batch(args) -> int:
+    from .batch import run_batch, summary_table
+
+    def progress(r, k, n):
+        if not args.quiet:
+            print(f"[{k}/{n}] {r.status:6s} {r.file} ({r.time:.2f} s)"
+                  + (f": {r.error}" if r.error else ""), file=sys.stderr, flush=True)
+
+    results = run_batch(args.inputs if len(args.inputs) > 1 else args.inputs[0], args.out,
+                        reconstruct_fn=_model_fn(args), workers=args.workers,
+                        backend=args.backend, scheduler=args.scheduler,
+                        peaks=not args.no_peaks, progress=progress)
+    if not results:
+        print(f"no focal series found in {' '.join(args.inputs)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(summary_table(results))
+    print(f"summary: {Path(args.out) / 'summary.csv'}")
+    return EXIT_BAD_INPUT if any(r.status != "done" for r in results) else 0
 
 
 SUBCOMMANDS = ("_add_reconstruct", "_add_models", "_add_watch", "_add_batch")

@@ -120,7 +120,8 @@ class FocalSeries:
         if self.defocus is not None:
             self.defocus = [float(d) for d in self.defocus]
             if len(self.defocus) != len(self.images):
-                raise ValueError(f"{len(self.defocus)} defocus values for {len(self.images)} images")
+                raise ValueError(f"{len(self.defocus)} defocus values for "
+                                 f"{len(self.images)} images")
 
     @property
     def n_images(self) -> int:
@@ -525,7 +526,7 @@ def read_series(path: str | os.PathLike, *, allow_single: bool = False,
 
 
 def read_image(path: str | os.PathLike, *, allow_nonfinite: bool = False) -> FocalSeries:
-    """Read one file as a series that may hold a single image (for live mode, one image per file)."""
+    """Read one file as a series that may hold a single image (live mode: one image a file)."""
     return read_series(path, allow_single=True, allow_nonfinite=allow_nonfinite)
 
 

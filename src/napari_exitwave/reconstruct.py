@@ -93,7 +93,7 @@ def resample_series(images: np.ndarray, sampling: float, new_sampling: float, or
         return images.astype(np.float32)
     step = new_sampling / sampling
     ny, nx = images.shape[-2:]
-    out_shape = (int(np.floor((ny - 1) / step + 1e-9)) + 1, int(np.floor((nx - 1) / step + 1e-9)) + 1)
+    out_shape = tuple(int(np.floor((n - 1) / step + 1e-9)) + 1 for n in (ny, nx))
     out = np.empty(images.shape[:-2] + out_shape, dtype=np.float32)
     for idx in np.ndindex(images.shape[:-2]):
         out[idx] = ndimage.affine_transform(np.asarray(images[idx], dtype=np.float64),
@@ -234,8 +234,9 @@ def reconstruct_series(series, model=None, *, method: str = "network", align: bo
         timings["align"] = time.perf_counter() - t
         big = np.abs(shifts).max()
         if big > 0.1 * min(series.shape):
-            warnings.append(f"the images drift by up to {big:.0f} px ({100 * big / min(series.shape):.0f}"
-                            "% of the frame): check the alignment")
+            pct = 100 * big / min(series.shape)
+            warnings.append(f"the images drift by up to {big:.0f} px ({pct:.0f}% of the "
+                            "frame): check the alignment")
 
     if method == "network":
         # 2. resample to the network's pixel size

@@ -1,8 +1,8 @@
 """Bundled sample data: a small simulated MoS2 focal series and its true exit wave.
 
 The files are made by ``scripts/make_sample_data.py`` (abTEM multislice -> physics image model)
-with :func:`napari_exitwave.io.write_series_tiff` and :func:`napari_exitwave.io.write_exit_wave_tiff`,
-so the pixel size (A/px) and the defoci (A, abTEM convention) travel inside the TIFFs.
+with :func:`napari_exitwave.io.write_series_tiff` and
+:func:`napari_exitwave.io.write_exit_wave_tiff`, so the pixel size (A/px) and the defoci (A, abTEM convention) travel inside the TIFFs.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def load_sample_series():
 
 
 def load_sample_exit_wave() -> tuple[np.ndarray, float | None, dict]:
-    """The true exit wave of the sample series: ``(complex64 (ny, nx), sampling A/px, metadata)``."""
+    """The sample's true exit wave: ``(complex64 (ny, nx), sampling A/px, metadata)``."""
     from ..io import read_exit_wave
 
     return read_exit_wave(_path(SAMPLE_EXIT_WAVE))
