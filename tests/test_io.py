@@ -309,3 +309,30 @@ def test_read_exit_wave_rejects_a_series(tmp_path):
     write_exit_wave_tiff(w, _wave(), 0.1)
     with pytest.raises(ReaderError, match="holds an exit wave"):
         read_series(w)
+
+
+# ---------------------------------------------------------------------------------------------
+# bundled sample data
+
+
+def test_sample_data_loaders():
+    from napari_exitwave import data
+
+    if not (data.DATA_DIR / data.SAMPLE_SERIES).is_file():
+        pytest.skip("sample data not generated (scripts/make_sample_data.py)")
+    s = data.load_sample_series()
+    params = data.load_sample_parameters()
+    assert s.source == "sample" and s.images.shape == (3, 256, 256)
+    assert s.sampling == pytest.approx(0.105) and s.units == "Å"
+    assert s.defocus == [p["defocus"] for p in params["microscope"]]
+    assert np.all(np.diff(s.defocus) > 0)  # increasing, abTEM convention
+    wave, sampling, meta = data.load_sample_exit_wave()
+    assert wave.dtype == np.complex64 and wave.shape == (256, 256) and sampling == s.sampling
+    cols = data.load_sample_columns()
+    assert set(cols["label"]) <= {"Mo", "S2", "S"} and len(cols["x_A"]) > 10
+    np.testing.assert_allclose(cols["row"] * sampling, cols["y_A"], atol=1e-3)
+    # columns scatter the wave: |psi - 1| is larger on the Mo columns than on average
+    r = np.clip(np.round(cols["row"]).astype(int), 0, 255)
+    c = np.clip(np.round(cols["col"]).astype(int), 0, 255)
+    mo = cols["label"] == "Mo"
+    assert np.abs(wave[r[mo], c[mo]] - 1).mean() > 2 * np.abs(wave - 1).mean()
