@@ -111,7 +111,7 @@ def _default_reader(path: str):
 
 def reconstruct_file(path: str, out: str, stem: str | None = None,
                      reconstruct_fn: Callable | None = None, model: str | None = None,
-                     reader: Callable | None = None) -> BatchResult:
+                     reader: Callable | None = None, peaks: bool = False) -> BatchResult:
     """Read, reconstruct and write one focal series; never raises (a failure is a result)."""
     import socket
 
@@ -122,7 +122,7 @@ def reconstruct_file(path: str, out: str, stem: str | None = None,
         fn = reconstruct_fn or _cached_model_fn(model)
         series = (reader or _default_reader)(str(path))
         rec = fn(series)
-        outputs = write_reconstruction(rec, out, stem, extra={"source": str(path)})
+        outputs = write_reconstruction(rec, out, stem, extra={"source": str(path)}, peaks=peaks)
     except Exception as exc:  # noqa: BLE001 - reported in the summary, the batch goes on
         log.debug("batch: %s failed:\n%s", path, traceback.format_exc())
         return BatchResult(str(path), "failed", time.perf_counter() - t0,
@@ -148,7 +148,7 @@ def _limit_threads(n: int) -> None:
 def run_batch(inputs: str | Sequence[str], out: str | os.PathLike, *, model: str | None = None,
               reconstruct_fn: Callable | None = None, reader: Callable | None = None,
               workers: int = 1, backend: str = "auto", scheduler: str | None = None,
-              client: Any = None, processes: bool = True,
+              client: Any = None, processes: bool = True, peaks: bool = False,
               progress: Callable[[BatchResult, int, int], None] | None = None,
               ) -> list[BatchResult]:
     """Reconstruct every input; return one :class:`BatchResult` per input, in input order.
@@ -160,7 +160,9 @@ def run_batch(inputs: str | Sequence[str], out: str | os.PathLike, *, model: str
     out : path
         Output folder (created); receives the results and ``summary.csv``.
     model, reconstruct_fn : str, callable
-        A model name/path for ``reconstruct_series``, or any ``fn(series) -> Reconstruction``.
+        A model name/path for ``reconstruct_series`` (network path, default options), or any
+        picklable ``fn(series) -> Reconstruction`` (e.g. ``live.ModelReconstructor(model,
+        tile=1024, providers="cpu")``).
     reader : callable or None
         ``reader(path) -> FocalSeries``; default :func:`napari_exitwave.io.read_series`.
     workers : int
@@ -172,6 +174,8 @@ def run_batch(inputs: str | Sequence[str], out: str | os.PathLike, *, model: str
         An existing Dask cluster to run on.
     processes : bool
         Local dask only: worker processes (True) or threads in this process (False).
+    peaks : bool
+        Also write ``<name>_peaks.csv`` for each input.
     progress : callable or None
         ``progress(result, n_finished, n_total)`` after each input, in order of completion.
     """
@@ -191,7 +195,7 @@ def run_batch(inputs: str | Sequence[str], out: str | os.PathLike, *, model: str
         raise ValueError(f"backend must be 'auto', 'serial', 'processes' or 'dask', "
                          f"got {backend!r}")
     stems = _stems(paths)
-    jobs = [(p, str(out), s, reconstruct_fn, model, reader) for p, s in zip(paths, stems)]
+    jobs = [(p, str(out), s, reconstruct_fn, model, reader, peaks) for p, s in zip(paths, stems)]
     results: dict[int, BatchResult] = {}
 
     def done(i: int, r: BatchResult) -> None:

@@ -123,12 +123,16 @@ def _json_default(obj: Any) -> Any:
 
 
 def write_reconstruction(rec: Any, out: str | os.PathLike, stem: str,
-                         extra: dict | None = None) -> list[str]:
+                         extra: dict | None = None, peaks: bool = False,
+                         min_distance: float = 1.0, threshold: float = 0.1) -> list[str]:
     """Write one reconstruction as ``<stem>.npy``, ``<stem>.tif`` and ``<stem>.json`` in ``out``.
 
     ``rec`` is a :class:`napari_exitwave.reconstruct.Reconstruction` (or anything with an
-    ``exit_wave`` attribute, or a bare complex array). Every file is written atomically, so a
-    reader of the output folder never sees a half-written result. Returns the paths written.
+    ``exit_wave`` attribute, or a bare complex array). With ``peaks``, the atomic columns of
+    ``|psi - 1|`` (``min_distance`` in A, ``threshold`` relative to the maximum) go to
+    ``<stem>_peaks.csv`` (:func:`napari_exitwave.peaks.peak_table`). Every file is written
+    atomically, so a reader of the output folder never sees a half-written result. Returns the
+    paths written (the ``.npy`` first).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -151,6 +155,17 @@ def write_reconstruction(rec: Any, out: str | os.PathLike, stem: str,
     if shifts is not None:
         meta["shifts_px"] = np.asarray(shifts).tolist()
     meta.update(extra or {})
+    written = []
+    if peaks:
+        from napari_exitwave.peaks import find_peaks, peak_table, write_peaks_csv
+
+        s = float(sampling) if sampling else 1.0
+        pos = find_peaks(np.abs(wave - 1), sampling=s, min_distance=min_distance,
+                         threshold=threshold)
+        csv_path = out / f"{stem}_peaks.csv"
+        _atomic_save(csv_path, lambda p: write_peaks_csv(peak_table(wave, pos, s), p))
+        meta["n_peaks"] = int(len(pos))
+        written.append(str(csv_path))
 
     npy = out / f"{stem}.npy"
     tif = out / f"{stem}.tif"
@@ -160,7 +175,7 @@ def write_reconstruction(rec: Any, out: str | os.PathLike, stem: str,
 
     _atomic_save(tif, lambda p: write_exit_wave_tiff(p, wave, sampling, metadata=meta))
     atomic_write_text(js, json.dumps(meta, indent=2, default=_json_default))
-    return [str(npy), str(tif), str(js)]
+    return [str(npy), str(tif), str(js)] + written
 
 
 class _Callbacks:
@@ -331,6 +346,8 @@ class FolderWatcher:
         File suffixes to pick up.
     max_read_attempts : int
         Failed reads of a stable file before it is reported as corrupt.
+    peaks : bool
+        Also write ``<series>_peaks.csv`` (atomic columns of ``|psi - 1|``).
 
     Events (``.connect(fn)``): ``series_done(SeriesResult)``, ``series_failed(SeriesResult)``,
     ``file_error(name, message)``, ``status(message)``.
@@ -341,7 +358,7 @@ class FolderWatcher:
                  poll_interval: float = 1.0, settle: float | None = None,
                  reader: Callable | None = None,
                  extensions: Iterable[str] = IMAGE_EXTENSIONS,
-                 max_read_attempts: int = 3) -> None:
+                 max_read_attempts: int = 3, peaks: bool = False) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"watch folder {str(self.folder)!r} does not exist or is not "
@@ -359,6 +376,7 @@ class FolderWatcher:
         self.reader = reader or _default_reader
         self.extensions = tuple(e.lower() for e in extensions)
         self.max_read_attempts = int(max_read_attempts)
+        self.peaks = bool(peaks)
         self._pattern = re.compile(self.grouping.pattern) if self.grouping.pattern else None
 
         self.series_done = _Callbacks()
@@ -656,7 +674,7 @@ class FolderWatcher:
                                    + ", ".join(f"{it.name} ({it.error})" for it in bad))
             series = _combine(items)
             rec = self.reconstruct_fn(series)
-            outputs = write_reconstruction(rec, self.out, sid, extra={
+            outputs = write_reconstruction(rec, self.out, sid, peaks=self.peaks, extra={
                 "series_id": sid, "files": names, "folder": str(self.folder),
                 "grouping": self.grouping.to_dict()})
         except Exception as exc:  # noqa: BLE001 - one failed series never stops the watch
@@ -694,11 +712,24 @@ class FolderWatcher:
         self.scan()
         return self.process_pending()
 
-    def run(self, stop_event: threading.Event | None = None, *,
-            max_polls: int | None = None) -> None:
-        """Poll every ``poll_interval`` s until ``stop_event`` is set (or ``max_polls`` polls).
+    @property
+    def idle_for(self) -> float:
+        """s since the last file arrived (or since the watcher started)."""
+        return time.monotonic() - self._last_arrival
 
-        Stopping leaves the ledger consistent: a restart resumes where this one stopped.
+    @property
+    def busy(self) -> bool:
+        """True while files are being written / retried or series wait to be reconstructed."""
+        waiting = any(not fs.consumed for fs in self._files.values())
+        return bool(self._queue) or waiting
+
+    def run(self, stop_event: threading.Event | None = None, *,
+            max_polls: int | None = None, idle_exit: float | None = None) -> None:
+        """Poll every ``poll_interval`` s until ``stop_event`` is set.
+
+        Also stops after ``max_polls`` polls, or once nothing arrived for ``idle_exit`` s and
+        nothing is pending. Stopping leaves the ledger consistent: a restart resumes where this
+        one stopped (series still incomplete are regrouped from their files).
         """
         stop_event = stop_event or threading.Event()
         self.status.emit(f"watching {self.folder}")
@@ -712,6 +743,8 @@ class FolderWatcher:
             n += 1
             if max_polls is not None and n >= max_polls:
                 break
+            if idle_exit is not None and self.idle_for >= idle_exit and not self.busy:
+                break
             stop_event.wait(max(0.0, self.poll_interval - (time.monotonic() - t0)))
         self.status.emit(f"stopped ({self.n_done} done, {self.n_failed} failed)")
 
@@ -719,8 +752,10 @@ class FolderWatcher:
 class ModelReconstructor:
     """The default ``reconstruct_fn``: the network path of ``reconstruct_series``.
 
-    Picklable (holds only the model name and options); the ONNX session is built once per
-    process, on first use (:func:`napari_exitwave.inference.get_reconstructor` caches it).
+    ``kwargs`` go to :func:`~napari_exitwave.reconstruct.reconstruct_series` (``tile``,
+    ``providers``, ``strict``...). Picklable (holds only the model name and options), so it
+    travels to batch worker processes; the ONNX session is built once per process, on first use
+    (:func:`napari_exitwave.inference.get_reconstructor` caches it).
     """
 
     def __init__(self, model: str, **kwargs: Any) -> None:
@@ -728,7 +763,6 @@ class ModelReconstructor:
         self.kwargs = kwargs
 
     def __call__(self, series):
-        from napari_exitwave.inference import get_reconstructor
         from napari_exitwave.reconstruct import reconstruct_series
 
-        return reconstruct_series(series, get_reconstructor(self.model), **self.kwargs)
+        return reconstruct_series(series, self.model, **self.kwargs)
