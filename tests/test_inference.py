@@ -221,3 +221,44 @@ def test_sha256_file(tmp_path):
     p = tmp_path / "f"
     p.write_bytes(b"abc")
     assert sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+class _BrokenCudaSession:
+    """Stands in for an onnxruntime-gpu session whose CUDA provider loads but fails to run."""
+
+    real = None
+
+    def __init__(self, path, sess_options=None, providers=None):
+        self.cuda = "CUDAExecutionProvider" in (providers or [])
+        self.inner = self.real(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    def get_providers(self):
+        return (["CUDAExecutionProvider"] if self.cuda else []) + ["CPUExecutionProvider"]
+
+    def get_inputs(self):
+        return self.inner.get_inputs()
+
+    def get_outputs(self):
+        return self.inner.get_outputs()
+
+    def run(self, *args, **kwargs):
+        if self.cuda:
+            raise RuntimeError("CUDNN failure 4: CUDNN_STATUS_INTERNAL_ERROR")
+        return self.inner.run(*args, **kwargs)
+
+
+def test_cuda_that_loads_but_fails_falls_back_to_cpu(tiny, monkeypatch):
+    import onnxruntime as ort
+
+    d, path, kernel = tiny
+    _BrokenCudaSession.real = ort.InferenceSession
+    monkeypatch.setattr(ort, "InferenceSession", _BrokenCudaSession)
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    rec = OnnxReconstructor(d / "tiny.json")
+    assert rec.device == "CPU" and rec.providers == ["CPUExecutionProvider"]
+    assert any("CUDA failed on a test input (CUDNN failure" in n for n in rec.notes)
+    x = _x((3, 32, 32))
+    np.testing.assert_allclose(rec.predict(x), reference_output(x, kernel), atol=1e-5)
+    with pytest.raises(ModelError, match="does not run on CUDA"):
+        OnnxReconstructor(d / "tiny.json", providers="cuda")

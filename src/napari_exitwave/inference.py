@@ -10,7 +10,8 @@ worth of memory.
 
 Devices: ``providers="auto"`` asks for CUDA when ONNX Runtime offers it and CPU otherwise, then
 reads back the providers the session really uses: onnxruntime-gpu silently falls back to CPU when
-the CUDA libraries are missing, and :attr:`OnnxReconstructor.device` says so.
+the CUDA libraries are missing, and :attr:`OnnxReconstructor.device` says so. A GPU session is
+run once on a small input; if that fails (cuDNN mismatch...), the CPU takes over, with a note.
 """
 
 from __future__ import annotations
@@ -413,6 +414,27 @@ class OnnxReconstructor:
             raise ModelError(f"model {self.card.name!r}: the network takes {shape[-1]} images "
                              f"but its card says {self.card.n_images}; fix the card")
         self._max_batch = shape[0] if isinstance(shape[0], int) else 4
+        if self.device != "CPU":
+            self._check_device(ort, opts, providers)
+
+    def _check_device(self, ort, opts, providers) -> None:
+        """Run a small input once on the GPU; if that fails (cuDNN mismatch, out of memory...),
+        fall back to a CPU session, unless the GPU was demanded (``providers="cuda"``)."""
+        m = max(1, int(self.card.size_multiple))
+        probe = np.zeros((1, m, m, self.card.n_images), np.float32)
+        try:
+            self.session.run([self.output_name], {self.input_name: probe})
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if isinstance(providers, str) and providers.lower() in ("cuda", "gpu"):
+                raise ModelError(f"model {self.card.name!r} does not run on {self.device}: "
+                                 f"{msg[:300]}") from e
+            self.session = ort.InferenceSession(str(self.card.onnx_path), sess_options=opts,
+                                                providers=["CPUExecutionProvider"])
+            self.notes.append(f"{self.device} failed on a test input ({msg[:200]}); running on "
+                              "the CPU")
+            self.providers = list(self.session.get_providers())
+            self.device = _device_name(self.providers)
 
     def __repr__(self) -> str:
         return f"OnnxReconstructor({self.card.name!r}, device={self.device!r})"
