@@ -116,7 +116,7 @@ class ArgandPlotWidget(QWidget):
 
     def set_layer(self, layer):
         """Show ``layer`` (a Points layer with ``real``/``imag`` features) and follow it."""
-        if layer is self.layer:
+        if layer == self.layer:  # == not `is`: napari hands plugins proxies of its layers
             self.redraw()
             return
         if self.layer is not None:
@@ -173,8 +173,7 @@ class ArgandPlotWidget(QWidget):
         labels = self.labels()
         sel = [i for i in self.selected() if i < len(v)]
         has_labels = any(lab for lab in labels)
-        argand_figure(v, labels=labels if has_labels else None, ax=self.ax, selected=sel,
-                      title=self.layer.name if self.layer is not None else None)
+        argand_figure(v, labels=labels if has_labels else None, ax=self.ax, selected=sel)
         if self.layer is None:
             self.ax.text(0.5, 0.5, "find peaks to fill the plot", transform=self.ax.transAxes,
                          ha="center", va="center", color="0.5")
