@@ -187,3 +187,24 @@ def test_sample_series_if_bundled(setup, tmp_path, capsys):
     assert code in (0, 2)  # the tiny net may not take the sample's image count
     if code == 0:
         assert (tmp_path / "sample_exit_wave.tif").exists()
+
+
+def test_typed_units_reach_the_pipeline(setup, tmp_path, capsys, monkeypatch):
+    """--defocus in A (negative numbers parse), --Cs in um -> A, --sampling in A/px."""
+    import napari_exitwave.reconstruct as R
+
+    seen = {}
+    real = R.reconstruct_series
+
+    def spy(series, model=None, **kw):
+        seen.update(kw, sampling_in=series.sampling)
+        return real(series, setup / "tiny.json", **{**kw, "method": "network"})
+
+    monkeypatch.setattr(R, "reconstruct_series", spy)
+    code, out, err = run(["reconstruct", setup / "good.tif", "--method", "wiener", "--defocus",
+                          "-50", "0", "50", "--Cs", "-15", "--focal-spread", "20",
+                          "--sampling", "0.1", "--no-peaks", "-q", "--out", tmp_path], capsys)
+    assert code == 0, err
+    assert seen["defocus"] == [-50.0, 0.0, 50.0] and seen["Cs"] == pytest.approx(-15e4)
+    assert seen["focal_spread"] == 20.0 and seen["sampling_in"] == 0.1
+    assert seen["method"] == "wiener" and seen["strict"] is True
