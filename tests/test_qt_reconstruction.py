@@ -272,3 +272,49 @@ def test_peaks_layer_features(qtbot, viewer_widget):
     # a higher threshold keeps fewer peaks (the |psi - 1| of kind 0 is 0.36, kind 1 0.51)
     widget.threshold_spin.setValue(0.8)
     assert len(widget.find_peaks().data) == int(np.sum(kinds == 1))
+
+
+def _shipped(name):
+    from napari_exitwave.inference import list_models
+
+    return list_models().get(name)
+
+
+@pytest.mark.parametrize("which", ["tiny", "mos2"])
+def test_sample_series_end_to_end(qtbot, viewer_widget, tmp_path_factory, which):
+    """File > Open Sample, reconstruct, find peaks; with the shipped network, the peaks are the
+    sample's true atomic columns."""
+    from napari_exitwave.data import load_sample_columns
+
+    viewer, widget = viewer_widget
+    if which == "mos2":
+        card = _shipped("mos2")
+        if card is None:
+            pytest.skip("the shipped mos2 model is not in models/ yet")
+        name = widget.add_model(card).name
+    else:
+        path, _ = make_conv_model(tmp_path_factory.mktemp("m") / "tiny105.onnx", n_pool=N_POOL,
+                                  sampling=0.105, name="tiny105")
+        name = widget.add_model(str(path)).name
+    viewer.open_sample("napari-exitwave", "mos2_series")
+    series = viewer.layers[-1]
+    assert series.data.ndim == 3 and widget.layer_combo.currentText() == series.name
+    _use_only(widget, name)
+    result = _run(qtbot, widget)
+    assert result.error is None, result.error
+    real = viewer.layers[f"{series.name} exit wave [real]"]
+    rec = result.reconstructions[0]
+    assert real.data.shape == rec.exit_wave.shape
+    assert tuple(real.scale) == pytest.approx((rec.sampling,) * 2)
+    assert rec.sampling == pytest.approx(0.105, rel=0.02)
+    widget.min_distance_spin.setValue(1.0)
+    widget.threshold_spin.setValue(0.2)
+    peaks = widget.find_peaks()
+    assert len(peaks.data) > 0 and tuple(peaks.scale) == tuple(real.scale)
+    if which == "mos2":
+        cols = load_sample_columns()
+        true_A = np.stack([cols["y_A"], cols["x_A"]], axis=1)
+        found_A = peaks.data * rec.sampling
+        d = np.linalg.norm(true_A[:, None] - found_A[None], axis=-1).min(axis=1)
+        assert np.mean(d < 0.3) > 0.8  # most true columns found within 30 pm
+        assert np.median(d) < 0.15     # median position error below 15 pm
