@@ -140,13 +140,20 @@ class ReconstructionWidget(QWidget):
         self.model_list.setToolTip("Tick one model, or several of the same kind to see their "
                                    "disagreement as an uncertainty layer")
         form.addRow("Models", self.model_list)
+        self.device_combo = QComboBox()
+        for key, text in (("auto", "auto (CUDA if it works)"), ("cpu", "CPU"), ("cuda", "CUDA")):
+            self.device_combo.addItem(text, key)
+        self.device_combo.setToolTip("ONNX Runtime device; the one that actually ran is shown "
+                                     "after the run")
+        form.addRow("Device", self.device_combo)
         self.onnx_button = QPushButton("Add ONNX file…")
         form.addRow(self.onnx_button)
         self.card_label = QLabel()
         self.card_label.setWordWrap(True)
         self.card_label.setTextFormat(Qt.RichText)
         form.addRow(self.card_label)
-        self._model_rows = [self.model_list, self.onnx_button, self.card_label]
+        self._model_rows = [self.model_list, self.onnx_button, self.card_label,
+                            self.device_combo]
 
         self.trad_box = QGroupBox("Aberrations (Gerchberg-Saxton / Wiener)")
         tform = QFormLayout(self.trad_box)
@@ -461,7 +468,9 @@ class ReconstructionWidget(QWidget):
         method = self.method()
         align = self.align_check.isChecked()
         if method == "network":
-            jobs = [dict(model=c, method="network", align=align) for c in self.selected_cards()]
+            providers = self.device_combo.currentData()
+            jobs = [dict(model=c, method="network", align=align, providers=providers)
+                    for c in self.selected_cards()]
         else:
             jobs = [dict(model=None, method=method, align=align, defocus=self.defocus_values(),
                          Cs=self.cs_spin.value() * 1e4,
