@@ -102,3 +102,32 @@ def test_bad_input_is_a_clear_value_error():
     if resolve_device("auto") == "cpu":
         with pytest.raises(ValueError, match="CuPy"):
             resolve_device("gpu")
+
+
+def test_single_precision_resampling_matches_the_shared_physics():
+    from exitwave_training.exitwave import _resample_and_target
+
+    rng = np.random.default_rng(0)
+    fine = np.exp(1j * physics.gaussian_blur(rng.standard_normal((90, 120)), 0.05, 0.1))
+    wave, target = _resample_and_target(fine.astype(np.complex64), (42, 56), 0.1125, 0.15)
+    ref, _ = physics.fourier_resample(fine, 0.05, 0.1125, shape=(42, 56))
+    np.testing.assert_allclose(wave, ref, atol=2e-6)
+    np.testing.assert_allclose(target, physics.gaussian_blur(ref, 0.1125, 0.15), atol=2e-6)
+
+
+def test_skipping_vacuum_slices_gives_the_same_exit_wave():
+    from exitwave_training.structures import StructureConfig, make_structure
+
+    cfg = StructureConfig(dataset="mos2-graphene", size=64, sampling=0.2, exit_distance=3.0)
+    s = make_structure(cfg, np.random.default_rng(3))
+    full = simulate_exit_wave(s.atoms, 0.2, ExitWaveConfig(sampling=0.1, device="cpu",
+                                                           skip_vacuum=False))
+    fast = simulate_exit_wave(s.atoms, 0.2, FAST)
+    assert np.abs(full.wave - 1).max() > 0.1
+    np.testing.assert_allclose(fast.wave, full.wave, atol=1e-4)
+    np.testing.assert_allclose(fast.target, full.target, atol=1e-4)
+    # the exit plane matters: a different distance below the atoms gives a different wave
+    deeper = s.atoms.copy()
+    deeper.cell[2, 2] += 5.0
+    other = simulate_exit_wave(deeper, 0.2, FAST)
+    assert np.abs(other.wave - full.wave).max() > 1e-2

@@ -55,6 +55,9 @@ class ExitWaveConfig:
     (``None``: Eq. (1) with the mass of S, 580 K, 300 K); ``0`` switches smearing off.
     ``target_sigma`` is the standard deviation (A) of the Gaussian folded into the target.
     ``device``: ``"auto"`` (GPU with CuPy if present), ``"cpu"`` or ``"gpu"``.
+    ``skip_vacuum``: run the multislice only over the slices from the first to the last atom
+    and propagate the rest of the way to the exit plane in one Fresnel step (the same result,
+    fewer slices; see ``_trim_vacuum_slices``).
     """
 
     energy: float = physics.DEFAULT_ENERGY
@@ -64,6 +67,7 @@ class ExitWaveConfig:
     parametrization: str = "lobato"
     target_sigma: float = 0.15
     device: str = "auto"
+    skip_vacuum: bool = True
 
     def __post_init__(self):
         if not self.energy > 0:
@@ -166,6 +170,61 @@ def _check_cell(atoms, sampling: float) -> tuple[int, int]:
     return shape[0], shape[1]
 
 
+def _trim_vacuum_slices(atoms, slice_thickness: float):
+    """Drop the vacuum slices above the first and below the last atom, keeping the slicing.
+
+    abTEM cuts a cell of depth ``L`` into ``n = ceil(L / dz)`` slices of ``h = L / n``. A plane
+    wave crosses the vacuum slices above the first atom unchanged, and the vacuum slices below
+    the last atom only apply the Fresnel propagator, which :func:`_resample_and_target` applies
+    in one step. So we shift the atoms up by whole slices, end the cell after the slice of the
+    last atom, and return ``(atoms, slice thicknesses, remaining free distance)``; the atoms
+    keep their slice assignment and the exit plane stays where it was.
+    """
+    depth = float(atoms.cell[2, 2])
+    n = int(math.ceil(depth / slice_thickness - 1e-9))
+    h = depth / n
+    if len(atoms) == 0:
+        empty = atoms.copy()
+        empty.set_cell([atoms.cell[0, 0], atoms.cell[1, 1], h])
+        return empty, (h,), depth - h
+    z = atoms.positions[:, 2]
+    first = int(np.clip(np.floor(z.min() / h), 0, n - 1))
+    last = int(np.clip(np.floor(z.max() / h), first, n - 1))
+    trimmed = atoms.copy()
+    trimmed.positions[:, 2] -= first * h
+    n_kept = last - first + 1
+    trimmed.set_cell([atoms.cell[0, 0], atoms.cell[1, 1], n_kept * h])
+    return trimmed, (h,) * n_kept, (n - 1 - last) * h
+
+
+def _resample_and_target(array: np.ndarray, shape: tuple[int, int], sampling: float,
+                         sigma: float, free_distance: float = 0.0,
+                         energy: float = physics.DEFAULT_ENERGY) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`physics.fourier_resample` to ``shape`` and :func:`physics.gaussian_blur` of it.
+
+    Both from one forward FFT in single precision (the multislice result is complex64); the
+    same spectrum crop as ``physics.fourier_resample`` and the same Gaussian as
+    ``physics.gaussian_blur`` (tested against them). ``free_distance`` (A) of free-space
+    Fresnel propagation, abTEM's ``exp(-i pi lambda k^2 dz)``, is applied on the way.
+    """
+    import scipy.fft
+
+    ny0, nx0 = array.shape
+    ft = physics._fourier_crop_or_pad(scipy.fft.fft2(np.asarray(array, np.complex64)), shape)
+    ft *= np.float32(shape[0] * shape[1] / (ny0 * nx0))
+    if free_distance > 0 or sigma > 0:
+        ky, kx = physics.spatial_frequencies(shape, sampling)
+        k2 = kx**2 + ky**2
+    if free_distance > 0:
+        lam = physics.energy2wavelength(energy)
+        ft *= np.exp(-1j * np.pi * lam * free_distance * k2).astype(np.complex64)
+    wave = scipy.fft.ifft2(ft)
+    if sigma > 0:
+        ft *= np.exp(-2 * np.pi**2 * sigma**2 * k2).astype(np.float32)
+    target = scipy.fft.ifft2(ft)
+    return wave.astype(np.complex64, copy=False), target.astype(np.complex64, copy=False)
+
+
 def simulate_exit_wave(atoms, sampling: float = 0.105, config: ExitWaveConfig | None = None
                        ) -> ExitWave:
     """Multislice exit wave of ``atoms`` and its target at the network's ``sampling``.
@@ -210,8 +269,12 @@ def simulate_exit_wave(atoms, sampling: float = 0.105, config: ExitWaveConfig | 
     sigmas = math.sqrt(u2) if u2 > 0 else None
     param_cls = LobatoParametrization if config.parametrization == "lobato" else KirklandParametrization
     parametrization = param_cls(sigmas=sigmas)
+    if config.skip_vacuum:
+        atoms, slice_thickness, free_distance = _trim_vacuum_slices(atoms, config.slice_thickness)
+    else:
+        slice_thickness, free_distance = config.slice_thickness, 0.0
     # abTEM's potential grid is (x, y): array axis 0 is x; we transpose at the end.
-    potential = abtem.Potential(atoms, gpts=(gx, gy), slice_thickness=config.slice_thickness,
+    potential = abtem.Potential(atoms, gpts=(gx, gy), slice_thickness=slice_thickness,
                                 parametrization=parametrization, projection="infinite",
                                 device=device)
     plane_wave = abtem.PlaneWave(energy=config.energy, device=device)
@@ -221,10 +284,9 @@ def simulate_exit_wave(atoms, sampling: float = 0.105, config: ExitWaveConfig | 
         import cupy
 
         array = cupy.asnumpy(array)
-    array = np.asarray(array, dtype=np.complex128).T  # (x, y) -> (y, x)
     ms_sampling = lx / gx
-    wave, _ = physics.fourier_resample(array, ms_sampling, sampling, shape=(ny, nx))
-    target = physics.gaussian_blur(wave, sampling, config.target_sigma)
-    return ExitWave(wave=wave.astype(np.complex64), target=np.asarray(target, np.complex64),
+    wave, target = _resample_and_target(np.asarray(array).T, (ny, nx), sampling,
+                                        config.target_sigma, free_distance, config.energy)
+    return ExitWave(wave=wave, target=target,
                     sampling=float(sampling), multislice_sampling=float(ms_sampling),
                     multislice_gpts=(gy, gx), device=device)
