@@ -186,3 +186,31 @@ def test_sample_data_contribution(pm):
     (data, kwargs, kind), = layers
     assert kind == "image" and data.ndim == 3 and data.shape[0] >= 2
     assert kwargs["units"][-1] == "angstrom" and 0.01 < kwargs["scale"][-1] < 1.0
+
+
+def test_layer_glue_without_viewer():
+    """Series from a layer (any length unit), fit checks and the model ensemble, no Qt."""
+    from napari.layers import Image
+
+    from napari_exitwave._layers import check_fit, ensemble, layer_sampling, series_from_layer
+    from napari_exitwave.inference import ModelCard
+
+    imgs = np.random.default_rng(0).random((3, 16, 16)).astype(np.float32)
+    nm = Image(imgs, scale=(1, 0.0105, 0.0105), units=("pixel", "nanometer", "nanometer"))
+    assert layer_sampling(nm) == pytest.approx(0.105)
+    assert layer_sampling(Image(imgs)) is None  # pixels: unknown
+    card = ModelCard(name="m", onnx_file="m.onnx", sampling=0.105, n_images=3)
+    assert check_fit(series_from_layer(nm), card).ok
+    two = series_from_layer(Image(imgs[:2]), sampling=0.105)
+    assert "expects 3 images" in check_fit(two, card).errors[0]
+    assert "single 2-D image" in check_fit(series_from_layer(Image(imgs[0])), card).errors[0]
+    far = check_fit(series_from_layer(nm, sampling=0.3), card)
+    assert far.ok and "2.9x coarser" in far.warnings[0]
+    gs = check_fit(series_from_layer(nm), method="gs", defocus=[-50, 0])
+    assert "enter 3 defocus values" in gs.errors[0]
+    assert check_fit(series_from_layer(nm), method="gs", defocus=[-50, 0, 50]).ok
+    a = np.ones((4, 4), np.complex64)
+    mean, std = ensemble([a, a + 0.2j])
+    np.testing.assert_allclose(mean, 1 + 0.1j)
+    np.testing.assert_allclose(std, 0.1, rtol=1e-6)
+    assert ensemble([a])[1] is None

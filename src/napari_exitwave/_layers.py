@@ -15,20 +15,22 @@ import numpy as np
 __all__ = ["FitCheck", "layer_sampling", "series_from_layer", "check_fit",
            "peak_features", "exit_wave_of_layer", "ensemble"]
 
-_UNIT_TO_A = {"angstrom": 1.0, "nanometer": 10.0, "picometer": 0.01, "micrometer": 1e4}
-
-
 def layer_sampling(layer) -> float | None:
     """Pixel size in A of an Image layer: our metadata, else ``scale`` in a length unit."""
     meta = (getattr(layer, "metadata", None) or {}).get("exitwave", {})
     if meta.get("sampling"):
         return float(meta["sampling"])
+    from .errors import ReaderError
+    from .io import to_angstrom
+
     units = getattr(layer, "units", None)
     scale = getattr(layer, "scale", None)
     if units is None or scale is None or len(units) == 0:
         return None
-    factor = _UNIT_TO_A.get(str(units[-1]))
-    return float(scale[-1]) * factor if factor else None
+    try:
+        return to_angstrom(float(scale[-1]), str(units[-1]))
+    except ReaderError:  # a reciprocal-space unit: not an image
+        return None
 
 
 def series_from_layer(layer, sampling: float | None = None):
