@@ -37,47 +37,71 @@ def _taper(shape: tuple[int, int], fraction: float = 0.1) -> np.ndarray:
 def shift_image(image: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
     """Shift a 2-D image by ``shift`` = (dy, dx) pixels (sub-pixel, Fourier), edges reflected.
 
-    A positive ``dy`` moves the content down (to larger row indices).
+    A positive ``dy`` moves the content down (to larger row indices). The image is
+    reflect-padded by at least the shift (to an FFT-friendly size) so nothing wraps around.
     """
-    from scipy import ndimage
+    from scipy import fft, ndimage
 
     image = np.asarray(image, dtype=np.float64)
     dy, dx = float(shift[0]), float(shift[1])
     if dy == 0 and dx == 0:
         return image.copy()
-    py = min(int(np.ceil(abs(dy))) + 8, image.shape[0] - 1)
-    px = min(int(np.ceil(abs(dx))) + 8, image.shape[1] - 1)
-    padded = np.pad(image, ((py, py), (px, px)), mode="reflect")
-    shifted = np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(padded), (dy, dx))).real
-    return shifted[py:py + image.shape[0], px:px + image.shape[1]]
+    ny, nx = image.shape
+    pads = []
+    for n, d in ((ny, dy), (nx, dx)):
+        total = fft.next_fast_len(n + 2 * (int(np.ceil(abs(d))) + 8), real=True) - n
+        before = min(total // 2, n - 1)
+        pads.append((before, min(total - before, n - 1)))
+    padded = np.pad(image, pads, mode="reflect")
+    spectrum = fft.rfft2(padded, workers=-1)
+    spectrum = ndimage.fourier_shift(spectrum, (dy, dx), n=padded.shape[-1])
+    shifted = fft.irfft2(spectrum, s=padded.shape, workers=-1)
+    return shifted[pads[0][0]:pads[0][0] + ny, pads[1][0]:pads[1][0] + nx]
+
+
+def _centre(image: np.ndarray, size: tuple[int, int], margin: int = 0):
+    """The central ``size`` (+ ``margin`` on each side, where available) of an image, and the
+    offset of the central ``size`` inside the returned window."""
+    out, offset = image, []
+    for axis, s in enumerate(size):
+        n = image.shape[axis]
+        lo = max(0, (n - s) // 2 - margin)
+        hi = min(n, (n - s) // 2 + s + margin)
+        out = out[lo:hi] if axis == 0 else out[:, lo:hi]
+        offset.append((n - s) // 2 - lo)
+    return out, tuple(offset)
 
 
 def estimate_shifts(images: np.ndarray, upsample: int = 10, reference: int | None = None,
-                    smooth: float = 1.0, refine: int = 2) -> np.ndarray:
+                    smooth: float = 1.0, refine: int = 1, max_size: int = 1024) -> np.ndarray:
     """Shifts (n, 2) in pixels that register each image onto the reference (default: middle).
 
     Applying ``shift_image(images[i], shifts[i])`` aligns image ``i`` with the reference.
     ``smooth`` is the standard deviation (px) of a Gaussian low-pass applied before correlating;
-    ``refine`` extra passes re-estimate the residual shift after applying the estimate.
+    ``refine`` extra passes re-estimate the residual shift after applying the estimate; the
+    estimate uses the central ``max_size`` x ``max_size`` px of larger frames (speed).
     """
     from scipy import ndimage
     from skimage.registration import phase_cross_correlation
 
-    images = np.asarray(images, dtype=np.float64)
+    images = np.asarray(images)
     if images.ndim != 3:
         raise ValueError(f"images must be (n, ny, nx), got shape {images.shape}")
     n = len(images)
     ref_index = n // 2 if reference is None else int(reference)
     if not 0 <= ref_index < n:
         raise ValueError(f"reference must be in 0..{n - 1}, got {reference}")
-    window = _taper(images.shape[-2:])
+    size = tuple(min(int(max_size), s) for s in images.shape[-2:])
+    window = _taper(size)
+    up = max(1, int(upsample))
 
     def prep(im):
+        im = np.asarray(im, dtype=np.float64)
         if smooth > 0:
             im = ndimage.gaussian_filter(im, smooth)
-        return (im - im.mean()) * window
+        return ((im - im.mean()) * window).astype(np.float32)
 
-    ref = prep(images[ref_index])
+    ref = prep(_centre(images[ref_index], size)[0])
     shifts = np.zeros((n, 2))
     for i in range(n):
         if i == ref_index:
@@ -85,12 +109,16 @@ def estimate_shifts(images: np.ndarray, upsample: int = 10, reference: int | Non
         # the taper is fixed in the frame while the content moves, which biases the first
         # estimate towards zero (~3% of the shift): re-estimate the residual on the shifted image
         for _ in range(1 + max(0, int(refine))):
-            moving = images[i] if not shifts[i].any() else shift_image(images[i], shifts[i])
-            shift, _, _ = phase_cross_correlation(ref, prep(moving),
-                                                  upsample_factor=max(1, int(upsample)),
+            if shifts[i].any():
+                margin = int(np.ceil(np.abs(shifts[i]).max())) + 8
+                win, (oy, ox) = _centre(images[i], size, margin)
+                moving = shift_image(win, shifts[i])[oy:oy + size[0], ox:ox + size[1]]
+            else:
+                moving = _centre(images[i], size)[0]
+            shift, _, _ = phase_cross_correlation(ref, prep(moving), upsample_factor=up,
                                                   normalization=None)
             shifts[i] += shift
-            if np.abs(shift).max() < 0.5 / max(1, int(upsample)):
+            if np.abs(shift).max() < 0.5 / up:
                 break
     return shifts
 
