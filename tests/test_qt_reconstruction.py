@@ -116,6 +116,12 @@ def test_end_to_end_network(qtbot, tmp_path, viewer_widget, models):
     # device and time are shown
     assert "CPU" in widget.status_label.text() and " s" in widget.status_label.text()
     assert widget.progress_bar.value() == 1000
+    # peaks and the Argand plot follow each run
+    peaks = viewer.layers["series3 exit wave peaks"]
+    assert tuple(peaks.scale) == pytest.approx((SAMPLING, SAMPLING))
+    plot = widget.show_argand()
+    qtbot.addWidget(plot)
+    assert plot.layer == peaks and len(plot.values()) == len(peaks.data)
 
 
 def test_amplitude_phase_and_uncertainty(qtbot, tmp_path, viewer_widget, models):

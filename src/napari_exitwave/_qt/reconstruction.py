@@ -182,7 +182,11 @@ class ReconstructionWidget(QWidget):
         self.align_check.setChecked(True)
         self.amplitude_check = QCheckBox("Amplitude")
         self.phase_check = QCheckBox("Phase")
-        for w in (self.align_check, self.amplitude_check, self.phase_check):
+        self.auto_peaks_check = QCheckBox("Peaks + Argand")
+        self.auto_peaks_check.setChecked(True)
+        self.auto_peaks_check.setToolTip("After each run, find the peaks and open the Argand plot")
+        for w in (self.align_check, self.amplitude_check, self.phase_check,
+                  self.auto_peaks_check):
             row.addWidget(w)
         lay.addLayout(row)
         self.check_label = QLabel()
@@ -550,6 +554,9 @@ class ReconstructionWidget(QWidget):
         self.progress_bar.setFormat("%p% done")
         for w in dict.fromkeys(w for r in recs for w in r.warnings):
             self._notify(w, "warning")
+        if self.auto_peaks_check.isChecked():
+            self.find_peaks(source=(mean, rec.sampling, name))
+            self.show_argand()
 
     def _set_image(self, data, kwargs):
         """Update the layer of that name in place, or add it."""
@@ -581,9 +588,12 @@ class ReconstructionWidget(QWidget):
                 return got[0], got[1], ly.name.rsplit(" [", 1)[0]
         return None
 
-    def find_peaks(self):
-        """Peaks of |ψ - 1| as a Points layer whose features hold the complex values."""
-        got = self.current_exit_wave()
+    def find_peaks(self, source=None):
+        """Peaks of |ψ - 1| as a Points layer whose features hold the complex values.
+
+        ``source``: ``(exit wave, sampling, name)``; default :meth:`current_exit_wave`.
+        """
+        got = source if source is not None else self.current_exit_wave()
         if got is None:
             self._notify("no exit wave yet: reconstruct first (or open a saved exit wave)",
                          "warning")
