@@ -134,7 +134,6 @@ def test_reconstruction_widget_opens_linked_plot(qtbot):
         viewer.add_image(data, **kw)
     peaks = widget.find_peaks()
     plot = widget.show_argand()
-    qtbot.addWidget(plot)
     assert plot.layer is peaks and len(plot.values()) == 4
     plot.select_in_plot([(1.0, 0.1), (1.5, 0.1), (1.5, 0.5), (1.0, 0.5)])
     assert set(peaks.selected_data) == {0, 1, 2, 3}

@@ -120,7 +120,6 @@ def test_end_to_end_network(qtbot, tmp_path, viewer_widget, models):
     peaks = viewer.layers["series3 exit wave peaks"]
     assert tuple(peaks.scale) == pytest.approx((SAMPLING, SAMPLING))
     plot = widget.show_argand()
-    qtbot.addWidget(plot)
     assert plot.layer == peaks and len(plot.values()) == len(peaks.data)
 
 

@@ -630,11 +630,13 @@ class ReconstructionWidget(QWidget):
         from .argand_plot import ArgandPlotWidget
 
         if self._argand is None:
-            self._argand = ArgandPlotWidget(self.viewer)
             window = getattr(self.viewer, "window", None)  # a bare ViewerModel has none
             if window is not None:
+                self._argand = ArgandPlotWidget(self.viewer)
                 window.add_dock_widget(self._argand, name="Argand plot", area="right")
-            else:
+            else:  # its own window, owned (and closed) by this widget
+                self._argand = ArgandPlotWidget(self.viewer, parent=self)
+                self._argand.setWindowFlags(Qt.Window)
                 self._argand.show()
         layers = [ly for ly in self.viewer.layers if self._argand.accepts(ly)]
         if layers:
