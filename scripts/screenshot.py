@@ -10,7 +10,8 @@ Needs a display with OpenGL; on a headless machine run it under Xvfb::
     xvfb-run -a -s "-screen 0 1920x1200x24" .venv/bin/python scripts/screenshot.py
 
 Options: ``--model NAME_OR_PATH`` (a name from ``napari-exitwave models`` or an .onnx file),
-``--method gs|wiener`` (traditional reconstruction with the sample's true defoci instead),
+``--method gs|wiener`` (traditional reconstruction with the sample's true defoci instead;
+``--cs`` in um and ``--focal-spread`` in A; the sample has Cs = -8 um, focal spread 10 A),
 ``--classes N`` (Argand classes), ``--out PATH``.
 """
 
@@ -28,6 +29,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="mos2")
     ap.add_argument("--method", default="network", choices=["network", "gs", "wiener"])
+    ap.add_argument("--cs", type=float, default=0.0, help="gs/wiener: Cs in um")
+    ap.add_argument("--focal-spread", type=float, default=0.0, help="gs/wiener: A")
     ap.add_argument("--classes", type=int, default=3)
     ap.add_argument("--min-distance", type=float, default=1.0, help="peaks, A")
     ap.add_argument("--threshold", type=float, default=0.25, help="peaks, fraction of max")
@@ -53,8 +56,10 @@ def main(argv=None) -> int:
         for i in range(widget.model_list.count()):  # exactly this model
             item = widget.model_list.item(i)
             item.setCheckState(2 if item.text() == card.name else 0)
-    else:
+    else:  # the sample's defoci come with the file
         widget.set_method(args.method)
+        widget.cs_spin.setValue(args.cs)
+        widget.focal_spread_spin.setValue(args.focal_spread)
     if not widget.run_button.isEnabled():
         print(f"cannot run: {widget.check_label.text()}", file=sys.stderr)
         return 1

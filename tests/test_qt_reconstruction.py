@@ -201,9 +201,23 @@ def test_traditional_fields_and_defocus(qtbot, tmp_path, viewer_widget):
     # the defoci come from the file's metadata
     assert widget.defocus_values() == [-50.0, 0.0, 50.0]
     assert widget.run_button.isEnabled()
+    from qtpy.QtWidgets import QLabel
+
+    model_labels = [w for w in widget.findChildren(QLabel) if w.text() in ("Models", "Device")]
+    assert len(model_labels) == 2 and all(w.isHidden() for w in model_labels)
     widget.defocus_edit.setText("-50, 0")
     assert "enter 3 defocus values" in widget.check_label.text()
     assert not widget.run_button.isEnabled()
+    # a Gerchberg-Saxton run gives the same layers, at the series' own pixel size
+    pytest.importorskip("napari_exitwave.traditional")
+    widget.defocus_edit.setText("-50, 0, 50")
+    widget.cs_spin.setValue(-8.0)
+    result = _run(qtbot, widget)
+    assert result.error is None, result.error
+    assert result.reconstructions[0].method == "gs"
+    real = viewer.layers["series3 exit wave [real]"]
+    assert real.data.shape == (32, 48) and tuple(real.scale) == pytest.approx((SAMPLING,) * 2)
+    assert "Gerchberg-Saxton on CPU" in widget.status_label.text()
 
 
 def test_run_error_and_cancel_keep_gui_alive(qtbot, tmp_path, viewer_widget, models, monkeypatch):

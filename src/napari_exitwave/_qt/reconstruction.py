@@ -154,6 +154,7 @@ class ReconstructionWidget(QWidget):
         form.addRow(self.card_label)
         self._model_rows = [self.model_list, self.onnx_button, self.card_label,
                             self.device_combo]
+        self._model_rows += [form.labelForField(w) for w in (self.model_list, self.device_combo)]
 
         self.trad_box = QGroupBox("Aberrations (Gerchberg-Saxton / Wiener)")
         tform = QFormLayout(self.trad_box)
