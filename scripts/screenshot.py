@@ -32,8 +32,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cs", type=float, default=0.0, help="gs/wiener: Cs in um")
     ap.add_argument("--focal-spread", type=float, default=0.0, help="gs/wiener: A")
     ap.add_argument("--classes", type=int, default=3)
-    ap.add_argument("--min-distance", type=float, default=1.0, help="peaks, A")
-    ap.add_argument("--threshold", type=float, default=0.25, help="peaks, fraction of max")
+    ap.add_argument("--min-distance", type=float, default=None, help="peaks, A (widget's)")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="peaks, fraction of max (widget's default)")
     ap.add_argument("--size", default="1800x1100", help="window size WxH")
     ap.add_argument("--out", default=str(ROOT / "docs" / "images" / "plugin.png"))
     args = ap.parse_args(argv)
@@ -74,8 +75,10 @@ def main(argv=None) -> int:
         return 1
     print(widget.status_label.text())
 
-    widget.min_distance_spin.setValue(args.min_distance)
-    widget.threshold_spin.setValue(args.threshold)
+    if args.min_distance is not None:
+        widget.min_distance_spin.setValue(args.min_distance)
+    if args.threshold is not None:
+        widget.threshold_spin.setValue(args.threshold)
     peaks = widget.find_peaks()
     plot = widget.show_argand()
     plot.n_classes.setValue(args.classes)

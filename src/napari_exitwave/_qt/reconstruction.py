@@ -222,7 +222,7 @@ class ReconstructionWidget(QWidget):
         self.threshold_spin.setRange(0.0, 1.0)
         self.threshold_spin.setDecimals(2)
         self.threshold_spin.setSingleStep(0.05)
-        self.threshold_spin.setValue(0.2)
+        self.threshold_spin.setValue(0.1)  # as the CLI
         self.threshold_spin.setToolTip("Keep peaks above this fraction of the highest")
         form.addRow("Threshold", self.threshold_spin)
         self.refine_check = QCheckBox("Sub-pixel refinement")
