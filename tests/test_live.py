@@ -282,3 +282,12 @@ def test_files_without_defocus_are_reported_in_defocus_mode(tmp_path):
     assert w.poll_once() == []
     errors = (out / "errors.jsonl").read_text()
     assert "a.tif" in errors and "--group-by count" in errors
+
+
+def test_auto_tile_one_pass_up_to_1024_px_else_512():
+    from napari_exitwave.live import auto_tile
+
+    assert auto_tile((3, 1024, 1024), 0.1, 0.105, 16) == 976   # 975 px at the network's size
+    assert auto_tile((3, 1000, 900), None, 0.105, 16) == 1008  # unknown sampling: as is
+    assert auto_tile((3, 1100, 1100), 0.1, 0.105, 16) == 512   # 1048 px: tiled
+    assert auto_tile((3, 4096, 4096), 0.1, 0.105, 16) == 512

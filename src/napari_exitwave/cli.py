@@ -241,8 +241,9 @@ def _network_options(p) -> None:
     p.add_argument("--out", required=True, help="output folder (results, ledger, errors)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="ONNX Runtime device (auto: CUDA if it works, else CPU)")
-    p.add_argument("--tile", type=int, default=1024,
-                   help="inference tile size in px (1024: one pass up to ~1k px frames)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="inference tile size in px (default: the whole frame in one pass up "
+                        "to 1024 px, else 512 px tiles; see docs/performance.md)")
     p.add_argument("--overlap", type=int, default=64, help="tile overlap in px (64)")
     p.add_argument("--no-align", action="store_true", help="do not align the images")
     p.add_argument("--no-peaks", action="store_true", help="do not write <name>_peaks.csv")
@@ -255,8 +256,8 @@ def _model_fn(args):
     from .live import ModelReconstructor
 
     return ModelReconstructor(_default_model(args.model), align=not args.no_align,
-                              tile=args.tile, overlap=args.overlap, providers=args.device,
-                              strict=not args.force)
+                              tile=args.tile or "auto", overlap=args.overlap,
+                              providers=args.device, strict=not args.force)
 
 
 def _add_watch(subparsers) -> None:

@@ -70,6 +70,7 @@ __all__ = [
     "SeriesResult",
     "FolderWatcher",
     "ModelReconstructor",
+    "auto_tile",
     "write_reconstruction",
     "atomic_write_text",
     "IMAGE_EXTENSIONS",
@@ -749,20 +750,51 @@ class FolderWatcher:
         self.status.emit(f"stopped ({self.n_done} done, {self.n_failed} failed)")
 
 
+SINGLE_PASS_MAX = 1024
+"""Largest network frame (px) inferred in one pass by :func:`auto_tile`."""
+
+
+def auto_tile(shape, sampling: float | None, network_sampling: float | None,
+              size_multiple: int = 16, single_pass_max: int = SINGLE_PASS_MAX) -> int:
+    """The inference tile for a frame: the whole frame up to ``single_pass_max`` px, else 512.
+
+    On a CPU one pass over a frame of up to ~1k px is the fastest (no overlap is computed
+    twice: 512 px tiles of a 976 px frame cost 2.5x the pixels) and needs less memory than the
+    batches of 512 px tiles. Larger frames use 512 px tiles, so memory stays bounded (the
+    inference batches up to 4 tiles). See docs/performance.md.
+    """
+    n = max(int(v) for v in shape[-2:])
+    if sampling and network_sampling:
+        n = int(np.ceil(n * float(sampling) / float(network_sampling)))
+    m = max(1, int(size_multiple))
+    n = -(-n // m) * m
+    return n if n <= single_pass_max else 512
+
+
 class ModelReconstructor:
     """The default ``reconstruct_fn``: the network path of ``reconstruct_series``.
 
-    ``kwargs`` go to :func:`~napari_exitwave.reconstruct.reconstruct_series` (``tile``,
-    ``providers``, ``strict``...). Picklable (holds only the model name and options), so it
-    travels to batch worker processes; the ONNX session is built once per process, on first use
+    ``kwargs`` go to :func:`~napari_exitwave.reconstruct.reconstruct_series` (``providers``,
+    ``strict``, ``align``...); ``tile="auto"`` (the default) picks the tile per series with
+    :func:`auto_tile`. Picklable (holds only the model name and options), so it travels to batch
+    worker processes; the ONNX session is built once per process, on first use
     (:func:`napari_exitwave.inference.get_reconstructor` caches it).
     """
 
-    def __init__(self, model: str, **kwargs: Any) -> None:
+    def __init__(self, model: str, tile: int | str = "auto", **kwargs: Any) -> None:
         self.model = model
+        self.tile = tile
         self.kwargs = kwargs
 
     def __call__(self, series):
         from napari_exitwave.reconstruct import reconstruct_series
 
-        return reconstruct_series(series, self.model, **self.kwargs)
+        tile = self.tile
+        if tile in (None, "auto"):
+            from napari_exitwave.inference import find_model
+
+            card = find_model(self.model) if not hasattr(self.model, "card") else self.model.card
+            s_in = self.kwargs.get("sampling") or getattr(series, "sampling", None)
+            tile = auto_tile(np.shape(series.images), s_in, card.sampling,
+                             card.size_multiple or 16)
+        return reconstruct_series(series, self.model, tile=int(tile), **self.kwargs)
