@@ -89,8 +89,9 @@ def _run(qtbot, widget):
 def test_end_to_end_network(qtbot, tmp_path, viewer_widget, models):
     viewer, widget = viewer_widget
     path, imgs = _series(tmp_path)
+    viewer.add_image(np.zeros((3, 8, 8)), name="other")
     viewer.open(str(path), plugin="napari-exitwave")  # the npe2 reader path
-    assert widget.layer_combo.currentText() == "series3"
+    assert widget.layer_combo.currentText() == "series3"  # the series just opened
     assert widget.pixel_size.value() == pytest.approx(SAMPLING)
     assert widget.add_model(str(models["a"][0])) is not None
     _use_only(widget, "tiny_a")

@@ -359,10 +359,11 @@ class ReconstructionWidget(QWidget):
         for ly in layers:
             self.layer_combo.addItem(ly.name)
         names = [ly.name for ly in layers]
-        if current in names:
+        new = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
+        if new is not None and new in layers:  # a series just opened: take it
+            self.layer_combo.setCurrentIndex(layers.index(new))
+        elif current in names:
             self.layer_combo.setCurrentIndex(names.index(current))
-        elif event is not None and getattr(event, "value", None) in layers:
-            self.layer_combo.setCurrentIndex(layers.index(event.value))
         self.layer_combo.blockSignals(False)
         self._on_layer_changed()
 
