@@ -39,6 +39,9 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=10, help="samples (after one warm-up)")
     p.add_argument("--max-overhead", type=float, default=0.20)
     p.add_argument("--json", help="write the figures to this JSON file")
+    p.add_argument("--no-skip-vacuum", action="store_true",
+                   help="run the project's multislice over every vacuum slice too, as the bare "
+                        "run does (measures the wrapper alone)")
     args = p.parse_args(argv)
 
     import abtem
@@ -52,7 +55,8 @@ def main(argv=None) -> int:
     cfg = DatasetConfig(n=args.n + 1, seed=0,
                         structure=StructureConfig(dataset=args.dataset, size=args.size,
                                                   sampling=args.sampling),
-                        exitwave=ExitWaveConfig(device="cpu"))
+                        exitwave=ExitWaveConfig(device="cpu",
+                                                skip_vacuum=not args.no_skip_vacuum))
     ew = cfg.exitwave
     sigma = float(np.sqrt(ew.debye_waller_u2))
 
@@ -94,7 +98,7 @@ def main(argv=None) -> int:
                    f"{abtem.__version__}",
         "dataset": args.dataset, "size_px": args.size, "sampling": args.sampling,
         "multislice_gpts": multislice_gpts(args.size * args.sampling, ew.sampling),
-        "n": args.n,
+        "n": args.n, "skip_vacuum": not args.no_skip_vacuum,
         "bare_s": bare_wall, "project_s": proj_wall,
         "bare_cpu_s": bare_cpu, "project_cpu_s": proj_cpu,
         "bare_samples_per_s": 1 / bare_wall, "project_samples_per_s": 1 / proj_wall,
