@@ -98,7 +98,8 @@ def test_end_to_end_network(qtbot, tmp_path, viewer_widget, models):
     assert "fits" in widget.check_label.text()
     result = _run(qtbot, widget)
     assert result.error is None and not result.cancelled
-    real, imag = viewer.layers["series3 exit wave [real]"], viewer.layers["series3 exit wave [imag]"]
+    real = viewer.layers["series3 exit wave [real]"]
+    imag = viewer.layers["series3 exit wave [imag]"]
     # the values are the network's: same as running the tiny net by hand on the normalised series
     from napari_exitwave.align import align_series
 

@@ -75,7 +75,8 @@ def find_peaks(
     if not min_distance >= 0:
         raise ValueError(f"min_distance must be >= 0 (A), got {min_distance}")
     if not 0 <= threshold <= 1:
-        raise ValueError(f"threshold must be between 0 and 1 (fraction of the max), got {threshold}")
+        raise ValueError(
+            f"threshold must be between 0 and 1 (fraction of the max), got {threshold}")
     from skimage.feature import peak_local_max
 
     img = np.asarray(image, dtype=np.float64)
@@ -91,7 +92,6 @@ def find_peaks(
     coords = peak_local_max(
         img, min_distance=md, threshold_abs=threshold * vmax, exclude_border=False,
     )
-    # peak_local_max can return plateau pixels that are not strict maxima; drop flat ones.
     coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
     if coords.size == 0:
         return np.zeros((0, 2))
