@@ -158,17 +158,21 @@ def bench_size(size: int, rec, args, workdir: Path, keras_model=None) -> dict:
     from napari_exitwave.peaks import find_peaks
     from napari_exitwave.reconstruct import reconstruct_series
 
+    from napari_exitwave.live import auto_tile
+
     card = rec.card
+    tile = args.tile or auto_tile((size, size), args.input_sampling, card.sampling,
+                                  card.size_multiple)
     path = workdir / f"series_{size}.tif"
     write_series_tiff(path, synthetic_series(size), sampling=args.input_sampling,
                       defocus=[-50.0, 0.0, 50.0])
     # large frames: one timed run each, no warm-up (minutes per run on a small CPU)
     r = args.repeat if size <= args.repeat_max else 1
-    row: dict = {"size": size, "device": rec.device, "runs": r}
+    row: dict = {"size": size, "device": rec.device, "runs": r, "tile": tile}
 
     def end_to_end():
         s = read_series(path)
-        w = reconstruct_series(s, rec, tile=args.tile, overlap=args.overlap)
+        w = reconstruct_series(s, rec, tile=tile, overlap=args.overlap)
         p = find_peaks(np.abs(w.exit_wave - 1), sampling=w.sampling, min_distance=1.0)
         return w, p
 
@@ -183,7 +187,7 @@ def bench_size(size: int, rec, args, workdir: Path, keras_model=None) -> dict:
     row["resample"], res = _timeit(
         lambda: physics.resample(aligned, series.sampling, card.sampling).astype(np.float32), r)
     row["normalise"], norm = _timeit(lambda: physics.normalize_series(res), r)
-    row["infer"], _ = _timeit(lambda: rec.predict(norm, tile=args.tile, overlap=args.overlap), r)
+    row["infer"], _ = _timeit(lambda: rec.predict(norm, tile=tile, overlap=args.overlap), r)
     row["peaks"], _ = _timeit(lambda: find_peaks(np.abs(wave.exit_wave - 1), sampling=wave.sampling,
                                                  min_distance=1.0), r)
     row["net_px"] = int(norm.shape[-1])
@@ -234,14 +238,20 @@ def memory_probe(model_arg: str, size: int, args, workdir: Path) -> dict:
     that imports no TensorFlow (the plugin's footprint, not the benchmark's)."""
     from napari_exitwave.io import write_series_tiff
 
+    from napari_exitwave.inference import find_model
+    from napari_exitwave.live import auto_tile
+
+    card = find_model(model_arg)
+    tile = args.tile or auto_tile((size, size), args.input_sampling, card.sampling,
+                                  card.size_multiple)
     path = workdir / f"memory_{size}.tif"
     write_series_tiff(path, synthetic_series(size), sampling=args.input_sampling)
-    out = subprocess.run([sys.executable, "-c", _PROBE, str(path), model_arg, str(args.tile),
-                          str(args.overlap)], capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", _PROBE, str(path), model_arg, str(tile),
+                          str(args.overlap)], capture_output=True, text=True, timeout=900)
     path.unlink()
     if out.returncode:
         return {"error": out.stderr[-2000:]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]), tile=tile)
 
 
 # ------------------------------------------------------------------------------ report
@@ -249,13 +259,14 @@ PARTS = ("read", "align", "resample", "normalise", "infer", "peaks")
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| provider | size px | net px | total s | " + " | ".join(PARTS)
+    head = ("| provider | size px | net px | tile | total s | " + " | ".join(PARTS)
             + " | ONNX whole frame s | Keras predict s | max abs ONNX-Keras | peaks |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         def f(k, fmt="{:.3f}"):
             return fmt.format(r[k]) if k in r else "-"
-        lines.append(f"| {r['provider']} | {r['size']} | {r['net_px']} | **{r['total']:.2f}** | "
+        lines.append(f"| {r['provider']} | {r['size']} | {r['net_px']} | {r['tile']} | "
+                     f"**{r['total']:.2f}** | "
                      + " | ".join(f(p) for p in PARTS)
                      + f" | {f('onnx_whole', '{:.2f}')} | {f('keras_predict', '{:.2f}')} | "
                        f"{f('parity_max_abs', '{:.1e}')} | {r['n_peaks']} |")
@@ -277,8 +288,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per item (median)")
     ap.add_argument("--repeat-max", type=int, default=1024,
                     help="larger sizes get one run and no warm-up")
-    ap.add_argument("--tile", type=int, default=1024,
-                    help="inference tile (px); 1024 = one pass for frames up to 1024 px")
+    ap.add_argument("--tile", type=int, default=None,
+                    help="inference tile (px); default: live.auto_tile, as watch/batch use "
+                         "(one pass up to 1024 px, else 512 px tiles)")
     ap.add_argument("--overlap", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None, help="ORT intra-op threads")
     ap.add_argument("--input-sampling", type=float, default=0.1, help="A/px of the series")
