@@ -184,3 +184,16 @@ def test_local_dask_cluster_gives_the_same_samples(tmp_path):
     assert out["done"] == 3
     ds = ExitWaveDataset(tmp_path / "dask.zarr")
     assert np.array_equal(ds.sample(1).images, generate_sample(cfg, 1)["images"])
+
+
+@pytest.mark.slow
+def test_existing_scheduler_address(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    cfg = small_config(n=2, seed=3)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        out = generate_dataset(tmp_path / "addr.zarr", cfg, scheduler=cluster.scheduler_address,
+                               progress=False)
+    assert out["done"] == 2
+    ds = ExitWaveDataset(tmp_path / "addr.zarr")
+    assert np.array_equal(ds.sample(0).target, generate_sample(cfg, 0)["target"])
