@@ -113,6 +113,11 @@ def test_prototype_database_and_element_set_split(tmp_path):
     path = st.write_prototype_database(tmp_path / "protos.db")
     mats = st.load_materials(path)
     names = [n for n, _ in mats]
+    builtin = st.load_materials(None)  # the default: the same prototypes, made in memory
+    assert [n for n, _ in builtin] == names
+    for (_, a), (_, b) in zip(builtin, mats):
+        assert a.get_chemical_formula() == b.get_chemical_formula()
+        np.testing.assert_allclose(a.positions, b.positions)
     assert {"MoS2-H", "MoS2-T", "WSe2-H", "graphene", "hBN"} <= set(names)
     assert all(len(at) <= 8 for _, at in mats)
     split = st.split_by_element_set(mats, seed=0)

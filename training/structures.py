@@ -8,7 +8,8 @@ Three families, as in Larsen et al. (Sec. 2):
   rotated by 0, 15 or 30 deg or at random relative to each other (a quarter each).
 - ``2d``: flakes of any 2D material of an ASE database (<= 8 atoms per cell), split into a
   training and a validation part 2:1 by element set (:func:`split_by_element_set`). The
-  default database is written by :func:`write_prototype_database` (common 2D prototypes).
+  default is a built-in set of common 2D prototypes (:func:`prototype_materials`;
+  :func:`write_prototype_database` writes it as an ASE ``.db``).
 
 Every structure then gets defects and disorder, in this order: 5% of the atoms removed as
 vacancies, 5% as holes (the whole atomic column of a chosen atom), a Gaussian jitter of 0.01 A
@@ -541,11 +542,15 @@ def load_materials(database: str | os.PathLike | None = None,
 
     A structure is usable if it has at most ``max_atoms`` atoms and its first two cell
     vectors lie in the ``xy`` plane (a 2D layer, as in the C2DB). ``None`` uses the built-in
-    prototype database. Raises ``ValueError`` if the file is missing or nothing is usable.
+    prototypes (:func:`prototype_materials`, made in memory, so a data set never depends on a
+    cached file; :func:`write_prototype_database` writes the same rows to a ``.db``). Raises
+    ``ValueError`` if the file is missing or nothing is usable.
     """
     from ase.db import connect
 
-    path = os.fspath(database) if database is not None else write_prototype_database()
+    if database is None:
+        return [(name, at) for name, at in prototype_materials() if len(at) <= max_atoms]
+    path = os.fspath(database)
     if not os.path.exists(path):
         raise ValueError(f"ASE database {path!r} does not exist; give an existing .db file "
                          "or leave it out to use the built-in 2D prototypes")
