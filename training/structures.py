@@ -37,7 +37,7 @@ import hashlib
 import math
 import os
 from collections import Counter
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from ase import Atoms
