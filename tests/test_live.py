@@ -291,3 +291,23 @@ def test_auto_tile_one_pass_up_to_1024_px_else_512():
     assert auto_tile((3, 1000, 900), None, 0.105, 16) == 1008  # unknown sampling: as is
     assert auto_tile((3, 1100, 1100), 0.1, 0.105, 16) == 512   # 1048 px: tiled
     assert auto_tile((3, 4096, 4096), 0.1, 0.105, 16) == 512
+
+
+def test_a_file_rewritten_after_it_was_read_is_not_used_twice(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    recon, reader = FakeReconstruct(), RecordingReader()
+    w = FolderWatcher(src, out, Grouping("count", n_images=2), recon, settle=0.0, reader=reader)
+    write_at_once(src / "a.tif", tiff_bytes(1))
+    w.poll_once()
+    w.poll_once()  # a.tif read, waiting for a partner
+    time.sleep(0.01)
+    write_at_once(src / "a.tif", tiff_bytes(5))  # the software rewrites it
+    for _ in range(3):
+        w.poll_once()
+    assert recon.calls == [] and reader.reads["a.tif"] == 1
+    write_at_once(src / "b.tif", tiff_bytes(3))
+    w.poll_once()
+    done = w.poll_once()
+    assert [r.files for r in done] == [["a.tif", "b.tif"]]
+    np.testing.assert_allclose(np.load(out / "series_0001.npy"), np.full((NY, NX), 2 + 2j))

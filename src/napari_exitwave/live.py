@@ -17,8 +17,9 @@ Polling, not file-system events, so that it works the same on local disks and ne
 
 A file that is stable but does not open is retried on the next polls (a writer may have paused);
 after ``max_read_attempts`` failures it is reported as corrupt (log + ``errors.jsonl``) and
-skipped. If it changes later it is tried again. Temporary names (``.*``, ``*.tmp``, ``*.part``,
-``*~``) are ignored, so writers that write-then-rename are handled too.
+skipped. Every file is used once: a file that changes after it was read is ignored (with a
+warning). Temporary names (``.*``, ``*.tmp``, ``*.part``, ``*~``) are ignored, so writers that
+write-then-rename are handled too.
 
 Grouping into focal series (:class:`Grouping`)
 ----------------------------------------------
@@ -284,6 +285,7 @@ class _FileState:
     stable: int = 0          # consecutive polls with the same (size, mtime)
     failures: int = 0        # failed reads while stable
     consumed: bool = False   # read and handed to the grouping (or reported corrupt)
+    warned: bool = False     # "changed after it was read" was logged
 
 
 def _default_reader(path: str):
@@ -481,18 +483,20 @@ class FolderWatcher:
                     st = e.stat()
                 except OSError:
                     continue
-                done = self._ledger["files"].get(name)
-                if done is not None and done["size"] == st.st_size \
-                        and done["mtime_ns"] == st.st_mtime_ns:
+                if name in self._ledger["files"]:
                     continue  # consumed in this or an earlier run
                 fs = self._files.get(name)
-                if fs is None or (fs.size, fs.mtime_ns) != (st.st_size, st.st_mtime_ns):
-                    if fs is not None and fs.consumed:
-                        log.warning("live watcher: %s changed after it was read; reading it again",
-                                    name)
-                    self._files[name] = _FileState(st.st_size, st.st_mtime_ns)
+                changed = fs is None or (fs.size, fs.mtime_ns) != (st.st_size, st.st_mtime_ns)
+                if fs is not None and fs.consumed:
+                    # a file is used once: reading a rewritten file again would put an
+                    # extra image into the grouping
+                    if changed and not fs.warned:
+                        fs.warned = True
+                        log.warning("live watcher: %s changed after it was read; the new "
+                                    "content is ignored", name)
                     continue
-                if fs.consumed:
+                if changed:
+                    self._files[name] = _FileState(st.st_size, st.st_mtime_ns)
                     continue
                 fs.stable += 1
                 if st.st_size == 0 or now - st.st_mtime_ns / 1e9 < self.settle:
