@@ -25,7 +25,8 @@ def _add_simulate(subparsers) -> None:
     p.add_argument("--n", type=int, default=1000, help="number of samples (default: 1000)")
     p.add_argument("--out", required=True, help="output Zarr folder, e.g. data/mos2.zarr")
     p.add_argument("--size", type=int, default=256,
-                   help="side of every array in px at --sampling (default: 256)")
+                   help="side of every array in px at --sampling (default: 256; flakes need a "
+                        "field of view of >~ 20 A)")
     p.add_argument("--sampling", type=float, default=0.105,
                    help="pixel size of waves and images in A (default: 0.105)")
     p.add_argument("--n-images", type=int, default=3, help="images per focal series (default: 3)")
