@@ -18,9 +18,10 @@ array           shape, dtype                          content
 ==============  ====================================  ==========================================
 
 ``attrs["config"]`` holds the whole :class:`DatasetConfig` (with the seed); ``attrs`` also
-hold ``format_version``, ``sampling``, ``n_images`` and the array conventions. Every array is
-chunked one sample per chunk, so a sample is written (and overwritten on resume) without
-touching any other.
+hold ``format_version``, ``sampling``, ``n_images`` and the array conventions. Every data array
+is chunked one sample per chunk, so a sample is written (and overwritten on resume) without
+touching any other; ``complete`` is chunked by 1024 and written only by the driver process (the
+local store writes each chunk atomically). One generator per data set at a time.
 
 Reproducibility: sample ``i`` is made from ``numpy.random.SeedSequence(seed, spawn_key=(i,))``
 alone (:func:`sample_seed_sequence`), so any sample can be regenerated independently of the
@@ -254,7 +255,10 @@ def create_dataset(path: str | os.PathLike, config: DatasetConfig, overwrite: bo
                        fill_value=0, **fast)
     for name in ("params", "columns", "info"):
         group.create_array(name, shape=(n,), chunks=(1,), dtype=str)
-    group.create_array("complete", shape=(n,), chunks=(1,), dtype=bool, fill_value=False)
+    # Only the driver writes (one sample at a time) and the local store writes chunks
+    # atomically, so the flags can share chunks: reading the mask then touches few files.
+    group.create_array("complete", shape=(n,), chunks=(min(n, 1024),), dtype=bool,
+                       fill_value=False)
     group.attrs.update({
         "format_version": FORMAT_VERSION,
         "config": json.dumps(config.to_dict()),
