@@ -197,3 +197,24 @@ def test_existing_scheduler_address(tmp_path):
     assert out["done"] == 2
     ds = ExitWaveDataset(tmp_path / "addr.zarr")
     assert np.array_equal(ds.sample(0).target, generate_sample(cfg, 0)["target"])
+
+
+def test_random_training_example_at_a_random_pixel_size():
+    from exitwave_training.dataset import random_training_example
+
+    cfg = small_config(n=1)
+    r = generate_sample(cfg, 0)
+    rng = np.random.default_rng(0)
+    imgs, tgt, params, used = random_training_example(r["wave"], r["target"], 0.2, rng)
+    assert used == 0.2 and np.array_equal(tgt, r["target"]) and imgs.shape == (3, 64, 64)
+    for lo, hi in ((0.18, 0.19), (0.21, 0.22)):
+        imgs, tgt, params, used = random_training_example(r["wave"], r["target"], 0.2, rng,
+                                                          sampling_range=(lo, hi))
+        assert lo - 0.005 <= used <= hi + 0.005
+        assert tgt.shape == (64, 64) and imgs.shape == (3, 64, 64)
+        assert abs(tgt[0, 0] - 1) < 1e-3  # padded or cropped vacuum stays vacuum
+        # the same total phase (atoms are conserved), at a new scale
+        phase_sum = np.angle(tgt).sum() * used**2
+        assert phase_sum == pytest.approx(np.angle(r["target"]).sum() * 0.2**2, rel=0.03)
+    with pytest.raises(ValueError, match="sampling_range"):
+        random_training_example(r["wave"], r["target"], 0.2, rng, sampling_range=(0.3, 0.1))

@@ -59,6 +59,7 @@ __all__ = [
     "generate_dataset",
     "ExitWaveDataset",
     "random_focal_series",
+    "random_training_example",
     "estimate_bytes_per_sample",
 ]
 
@@ -159,6 +160,53 @@ def random_focal_series(wave: np.ndarray, sampling: float, rng: np.random.Genera
     params = physics.sample_parameters(rng, n_images, ranges)
     images = physics.simulate_focal_series(np.asarray(wave), sampling, params, None, rng)
     return images.astype(np.float32), params
+
+
+def _crop_or_pad(array: np.ndarray, shape: tuple[int, int], fill: complex) -> np.ndarray:
+    """Centre-crop or pad (with ``fill``) the last two axes to ``shape``."""
+    out = np.full(array.shape[:-2] + tuple(shape), fill, dtype=array.dtype)
+    src, dst = [], []
+    for n_in, n_out in zip(array.shape[-2:], shape):
+        if n_in >= n_out:
+            a = (n_in - n_out) // 2
+            src.append(slice(a, a + n_out))
+            dst.append(slice(0, n_out))
+        else:
+            a = (n_out - n_in) // 2
+            src.append(slice(0, n_in))
+            dst.append(slice(a, a + n_in))
+    out[..., dst[0], dst[1]] = array[..., src[0], src[1]]
+    return out
+
+
+def random_training_example(wave: np.ndarray, target: np.ndarray, sampling: float,
+                            rng: np.random.Generator, n_images: int = 3,
+                            ranges: physics.ParameterRanges | None = None,
+                            sampling_range: tuple[float, float] | None = None
+                            ) -> tuple[np.ndarray, np.ndarray, list[physics.MicroscopeParameters], float]:
+    """A fresh focal series and its matching target, optionally at a random pixel size.
+
+    Without ``sampling_range`` this is :func:`random_focal_series` plus the stored target.
+    With it (Table 1 of the paper draws the "resolution" in 0.10-0.11 A), a pixel size is
+    drawn uniformly from the range; wave and target are Fourier-resampled to it (the field of
+    view is kept) and centre-cropped or padded with vacuum (1 + 0j) back to the stored shape,
+    so the network sees atoms at slightly different scales and learns to tolerate calibration
+    errors. Returns ``(images float32 (n_images, ny, nx), target complex64 (ny, nx), params,
+    sampling used)``.
+    """
+    wave = np.asarray(wave)
+    target = np.asarray(target)
+    used = float(sampling)
+    if sampling_range is not None:
+        lo, hi = sampling_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"sampling_range must satisfy 0 < lo <= hi, got {sampling_range}")
+        new = float(rng.uniform(lo, hi))
+        both, used = physics.fourier_resample(np.stack([wave, target]), sampling, new)
+        both = _crop_or_pad(both, wave.shape[-2:], 1 + 0j)
+        wave, target = both[0], both[1]
+    images, params = random_focal_series(wave, used, rng, n_images, ranges)
+    return images, target.astype(np.complex64), params, used
 
 
 def generate_sample(config: DatasetConfig | dict, index: int) -> dict[str, Any]:
