@@ -142,12 +142,18 @@ def make_reconstructor(model_arg: str, provider: str, threads: int | None):
 
 
 # ------------------------------------------------------------------------------ timing
-def _timeit(fn, repeat: int):
+_MIN: dict[str, float] = {}
+
+
+def _timeit(fn, repeat: int, key: str | None = None):
+    """Median wall time of ``repeat`` runs (the minimum goes to ``_MIN[key]``)."""
     times, out = [], None
     for _ in range(repeat):
         t = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t)
+    if key:
+        _MIN[key] = min(times)
     return statistics.median(times), out
 
 
@@ -178,7 +184,11 @@ def bench_size(size: int, rec, args, workdir: Path, keras_model=None) -> dict:
 
     if size <= args.repeat_max:
         end_to_end()  # warm-up: first-run allocations, ORT kernel selection
-    row["total"], (wave, peaks) = _timeit(end_to_end, r)
+    cpu0 = time.process_time()
+    row["total"], (wave, peaks) = _timeit(end_to_end, r, "total")
+    row["total_min"] = _MIN["total"]
+    row["total_cpu"] = (time.process_time() - cpu0) / r  # CPU s per run, all threads
+    row["load_avg_1min"] = os.getloadavg()[0]
     row["n_peaks"] = len(peaks)
     row["recon_timings"] = {k: round(v, 4) for k, v in wave.timings.items()}
 
@@ -205,6 +215,7 @@ def bench_size(size: int, rec, args, workdir: Path, keras_model=None) -> dict:
             keras_model.predict(x, verbose=0)  # trace once
             row["keras_predict"], keras_out = _timeit(lambda: keras_model.predict(x, verbose=0), r)
             row["parity_max_abs"] = float(np.max(np.abs(onnx_out - keras_out)))
+            row["parity_rel"] = row["parity_max_abs"] / float(np.max(np.abs(keras_out)))
     return row
 
 
@@ -259,17 +270,20 @@ PARTS = ("read", "align", "resample", "normalise", "infer", "peaks")
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| provider | size px | net px | tile | total s | " + " | ".join(PARTS)
-            + " | ONNX whole frame s | Keras predict s | max abs ONNX-Keras | peaks |")
+    head = ("| provider | size px | net px | tile | total s (median) | total s (min) | CPU s | "
+            + " | ".join(PARTS)
+            + " | ONNX whole frame s | Keras predict s | max abs ONNX-Keras / max abs Keras "
+              "| peaks |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         def f(k, fmt="{:.3f}"):
             return fmt.format(r[k]) if k in r else "-"
         lines.append(f"| {r['provider']} | {r['size']} | {r['net_px']} | {r['tile']} | "
-                     f"**{r['total']:.2f}** | "
+                     f"**{r['total']:.2f}** | {f('total_min', '{:.2f}')} | "
+                     f"{f('total_cpu', '{:.1f}')} | "
                      + " | ".join(f(p) for p in PARTS)
                      + f" | {f('onnx_whole', '{:.2f}')} | {f('keras_predict', '{:.2f}')} | "
-                       f"{f('parity_max_abs', '{:.1e}')} | {r['n_peaks']} |")
+                       f"{f('parity_rel', '{:.1e}')} | {r['n_peaks']} |")
     return "\n".join(lines)
 
 
@@ -298,7 +312,7 @@ def main(argv=None) -> int:
                     help="A/px of the fallback network's card")
     ap.add_argument("--keras-max", type=int, default=1024,
                     help="largest size for the Keras anchor (whole frame in memory)")
-    ap.add_argument("--whole-max", type=int, default=2048,
+    ap.add_argument("--whole-max", type=int, default=1024,
                     help="largest size for the whole-frame ONNX call")
     ap.add_argument("--memory-size", type=int, default=None,
                     help="size for the peak-memory probe (default: the largest of --sizes; 0: skip)")
