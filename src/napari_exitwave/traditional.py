@@ -74,6 +74,7 @@ __all__ = [
     "gerchberg_saxton",
     "transfer_functions",
     "linear_images",
+    "intensity_transfer",
     "get_array_module",
     "last_device",
 ]
@@ -81,7 +82,7 @@ __all__ = [
 METHODS = ("gs", "wiener")
 DEFAULT_WIENER_EPS = 1e-2
 DEFAULT_N_ITER = 50
-DEFAULT_ENVELOPE_CUTOFF = 0.05
+DEFAULT_ENVELOPE_CUTOFF = 0.2
 
 last_device: str = "CPU"
 """Device of the last reconstruction, ``"CUDA"`` or ``"CPU"`` (read by ``reconstruct_series``)."""
@@ -229,8 +230,10 @@ def _mirror(xp, a):
 
 def linear_images(wave, sampling: float, defocus: Sequence[float], *, Cs: float = 0.0,
                   focal_spread: float = 0.0, energy: float = physics.DEFAULT_ENERGY,
-                  aberrations: dict | None = None) -> np.ndarray:
-    """Images of the *linear* imaging model, ``1 + 2 Re(IFFT(S H_n))``, ``S = FFT(wave - 1)``.
+                  aberrations: dict | None = None, blur: float = 0.0,
+                  mtf: Sequence[float] | None = None) -> np.ndarray:
+    """Images of the *linear* imaging model, ``1 + 2 Re(IFFT(S H_n))``, ``S = FFT(wave - 1)``
+    (times the intensity transfer of ``blur`` / ``mtf`` when given).
 
     What :func:`wiener_reconstruction` inverts exactly; the full model (with ``|s_n|^2``) is
     :func:`physics.simulate_focal_series`.
@@ -239,11 +242,38 @@ def linear_images(wave, sampling: float, defocus: Sequence[float], *, Cs: float 
     h = transfer_functions(wave.shape, sampling, defocus, Cs=Cs, focal_spread=focal_spread,
                            energy=energy, aberrations=aberrations)
     s = np.fft.ifft2(np.fft.fft2(wave - 1)[None] * h)
-    return 1 + 2 * s.real
+    out = 2 * s.real
+    b = intensity_transfer(wave.shape, sampling, blur, mtf)
+    if b is not None:
+        out = np.fft.ifft2(np.fft.fft2(out) * b).real
+    return 1 + out
+
+
+def intensity_transfer(shape: Sequence[int], sampling: float, blur: float = 0.0,
+                       mtf: Sequence[float] | None = None) -> np.ndarray | None:
+    """Transfer of the image *intensity* after ``|psi|^2`` in the shared image model.
+
+    ``exp(-2 pi^2 blur^2 k^2)`` (the Gaussian blur of :func:`physics.gaussian_blur`, standard
+    deviation ``blur`` A) times the detector MTF (:func:`physics.mtf`, ``mtf = (c1, c2, c3)``,
+    frequencies in units of Nyquist as in :func:`physics.apply_mtf`). ``None`` when both are
+    off. Both are even in ``k`` and 1 at ``k = 0``.
+    """
+    if not (math.isfinite(blur) and blur >= 0):
+        raise ExitWaveError(f"blur must be >= 0 (A, standard deviation), got {blur}")
+    if blur == 0 and mtf is None:
+        return None
+    ky, kx = physics.spatial_frequencies(shape, sampling)
+    out = np.exp(-2 * np.pi**2 * blur**2 * (kx**2 + ky**2))
+    if mtf is not None:
+        if len(mtf) != 3:
+            raise ExitWaveError(f"mtf must be (c1, c2, c3), got {mtf!r}")
+        q = 2 * np.hypot(ky * sampling, kx * sampling)  # cycles/px -> units of Nyquist
+        out = out * physics.mtf(q, *[float(c) for c in mtf])
+    return out
 
 
 def _prepare(images, sampling, defocus, Cs, focal_spread, energy, aberrations, normalize,
-             align, xp, dtype):
+             align, xp, dtype, blur=0.0, mtf=None):
     images, sampling, d = _validate(images, sampling, defocus, energy)
     if align and images.shape[0] > 1:
         from .align import align_series
@@ -267,8 +297,11 @@ def _prepare(images, sampling, defocus, Cs, focal_spread, energy, aberrations, n
     real_dtype = np.float32 if dtype == np.complex64 else np.float64
     h = transfer_functions(images.shape, sampling, d, Cs=Cs, focal_spread=focal_spread,
                            energy=energy, aberrations=aberrations)
+    b = intensity_transfer(images.shape, sampling, blur, mtf)
+    if b is not None:
+        b = xp.asarray(b.astype(real_dtype))
     return (xp, xp.asarray(images.astype(real_dtype)), xp.asarray(h.astype(dtype)),
-            sampling, d, dtype)
+            sampling, d, dtype, b)
 
 
 def _check_cancel(cancel):
@@ -298,7 +331,8 @@ def _wiener_spectrum(xp, images, h, eps):
 def wiener_reconstruction(images, sampling: float, defocus: Sequence[float], *, Cs: float = 0.0,
                           focal_spread: float = 0.0, energy: float = physics.DEFAULT_ENERGY,
                           wiener_eps: float = DEFAULT_WIENER_EPS,
-                          aberrations: dict | None = None, normalize: bool = True,
+                          aberrations: dict | None = None, blur: float = 0.0,
+                          mtf: Sequence[float] | None = None, normalize: bool = True,
                           align: bool = False, xp=None, dtype=None) -> np.ndarray:
     """Linear (FTSR-style) Wiener restoration of the exit wave from a focal series.
 
@@ -320,6 +354,9 @@ def wiener_reconstruction(images, sampling: float, defocus: Sequence[float], *, 
     aberrations : dict, optional
         ``astigmatism``, ``astigmatism_angle``, ``coma``, ``coma_angle`` (A, rad), as in
         :class:`physics.MicroscopeParameters`.
+    blur, mtf : float, (c1, c2, c3), optional
+        The image blur (A, standard deviation) and detector MTF of the image model, when known
+        (:func:`intensity_transfer`); they multiply the linear transfer.
     normalize : bool
         Divide each image by its mean first.
     align : bool
@@ -334,10 +371,10 @@ def wiener_reconstruction(images, sampling: float, defocus: Sequence[float], *, 
     """
     if not (math.isfinite(wiener_eps) and wiener_eps >= 0):
         raise ExitWaveError(f"wiener_eps must be >= 0, got {wiener_eps}")
-    xp, imgs, h, *_ = _prepare(images, sampling, defocus, Cs, focal_spread, energy, aberrations,
-                               normalize, align, xp, dtype)
+    xp, imgs, h, *_, b = _prepare(images, sampling, defocus, Cs, focal_spread, energy,
+                                  aberrations, normalize, align, xp, dtype, blur, mtf)
     _set_device(xp)
-    spec = _wiener_spectrum(xp, imgs, h, wiener_eps)
+    spec = _wiener_spectrum(xp, imgs, h if b is None else h * b, wiener_eps)
     return _to_numpy(1 + _ifft2(xp, spec))
 
 
@@ -371,7 +408,8 @@ def gerchberg_saxton(images, sampling: float, defocus: Sequence[float], *, Cs: f
                      focal_spread: float = 0.0, energy: float = physics.DEFAULT_ENERGY,
                      n_iter: int = DEFAULT_N_ITER, wiener_eps: float = DEFAULT_WIENER_EPS,
                      envelope_cutoff: float = DEFAULT_ENVELOPE_CUTOFF, initial=None,
-                     aberrations: dict | None = None, normalize: bool = True,
+                     aberrations: dict | None = None, blur: float = 0.0,
+                     mtf: Sequence[float] | None = None, normalize: bool = True,
                      align: bool = False,
                      progress: Callable[[float, str], None] | None = None,
                      cancel: Callable[[], bool] | None = None,
@@ -387,6 +425,11 @@ def gerchberg_saxton(images, sampling: float, defocus: Sequence[float], *, Cs: f
         not updated (no division by a tiny envelope); they keep the starting estimate.
     initial : complex array (ny, nx), optional
         Starting exit wave; default the Wiener solution with ``wiener_eps``.
+    blur, mtf : optional
+        Known image blur / detector MTF (:func:`intensity_transfer`). With them the amplitude
+        step imposes ``|psi_n|^2 + D(I_n - B |psi_n|^2)`` (``D`` a Wiener deconvolution of the
+        residual with ``wiener_eps``), which the images fix, and the error compares
+        ``sqrt(B |psi_n|^2)`` with ``sqrt(I_n)``; the monotone decrease is then not guaranteed.
     progress : callable(fraction, message), optional
         Called after every iteration.
     cancel : callable() -> bool, optional
@@ -406,12 +449,14 @@ def gerchberg_saxton(images, sampling: float, defocus: Sequence[float], *, Cs: f
         raise ExitWaveError(f"envelope_cutoff must be in [0, 1), got {envelope_cutoff}")
     if not (math.isfinite(wiener_eps) and wiener_eps >= 0):
         raise ExitWaveError(f"wiener_eps must be >= 0, got {wiener_eps}")
-    xp, imgs, h, *_ , dt = _prepare(images, sampling, defocus, Cs, focal_spread, energy,
-                                    aberrations, normalize, align, xp, dtype)
+    xp, imgs, h, *_, dt, b = _prepare(images, sampling, defocus, Cs, focal_spread, energy,
+                                      aberrations, normalize, align, xp, dtype, blur, mtf)
     _set_device(xp)
     n = imgs.shape[0]
+    if b is not None:
+        deconv = b / (b**2 + wiener_eps) if wiener_eps > 0 else xp.where(b != 0, 1 / b, 0)
     if initial is None:
-        spec = _wiener_spectrum(xp, imgs, h, wiener_eps)
+        spec = _wiener_spectrum(xp, imgs, h if b is None else h * b, wiener_eps)
         spec[0, 0] += imgs.shape[-2] * imgs.shape[-1]  # + FFT of the unscattered 1
     else:
         initial = np.asarray(initial)
@@ -436,12 +481,20 @@ def gerchberg_saxton(images, sampling: float, defocus: Sequence[float], *, Cs: f
         for i in range(n):
             psi_n = _ifft2(xp, spec * h[i])
             mag = xp.abs(psi_n)
-            err2 = err2 + xp.sum((mag - amp[i]) ** 2)
+            if b is None:
+                err2 = err2 + xp.sum((mag - amp[i]) ** 2)
+                target = amp[i]
+            else:
+                model = mag**2
+                blurred = _ifft2(xp, _fft2(xp, model) * b).real
+                err2 = err2 + xp.sum((xp.sqrt(xp.clip(blurred, 0, None)) - amp[i]) ** 2)
+                residual = _ifft2(xp, _fft2(xp, imgs[i] - blurred) * deconv).real
+                target = xp.sqrt(xp.clip(model + residual, 0, None))
             if it == n_iter:
                 continue
             # keep the phase, impose the measured amplitude (phase 0 where the wave vanishes)
             phase = xp.where(mag > 0, psi_n / xp.where(mag > 0, mag, 1), 1)
-            acc += hc[i] * _fft2(xp, amp[i] * phase)
+            acc += hc[i] * _fft2(xp, target * phase)
         errors.append(math.sqrt(float(err2) / norm))
         if it == n_iter:
             break
@@ -466,8 +519,8 @@ def reconstruct(images, sampling: float, defocus: Sequence[float], *, method: st
 
     ``images`` (n, ny, nx) aligned intensities, ``sampling`` in A/px, ``defocus`` one value per
     image in A (abTEM: ``defocus = -C10``, positive = underfocus), ``Cs`` and ``focal_spread``
-    in A, ``energy`` in eV. Further keywords (``envelope_cutoff``, ``aberrations``,
-    ``normalize``, ``align``, ``dtype``, ``initial``) go to :func:`gerchberg_saxton` /
+    in A, ``energy`` in eV. Further keywords (``envelope_cutoff``, ``aberrations``, ``blur``,
+    ``mtf``, ``normalize``, ``align``, ``dtype``, ``initial``) go to :func:`gerchberg_saxton` /
     :func:`wiener_reconstruction`. Returns the complex exit wave (ny, nx), vacuum = 1 + 0j.
     """
     method = str(method).lower()
