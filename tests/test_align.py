@@ -72,3 +72,44 @@ def test_reference_and_input_checks():
         align_series(series[0])
     with pytest.raises(ValueError, match="reference"):
         estimate_shifts(series, reference=7)
+
+
+def test_unreliable_estimates_are_not_applied():
+    """Unrelated (or hopelessly noisy) images give pairwise shifts that do not close."""
+    from napari_exitwave.align import AlignmentWarning
+
+    rng = np.random.default_rng(5)
+    series = np.stack([ndimage.gaussian_filter(rng.normal(size=(96, 96)), 2) for _ in range(3)])
+    shifts, info = estimate_shifts(series, return_info=True)
+    assert not info["reliable"]
+    with pytest.warns(AlignmentWarning, match="left unaligned"):
+        aligned, applied = align_series(series)
+    assert not applied.any()
+    np.testing.assert_array_equal(aligned, series.astype(np.float32))
+    with pytest.warns(AlignmentWarning, match="applied anyway"):
+        _, applied = align_series(series, on_unreliable="apply")
+    np.testing.assert_allclose(applied, shifts)
+    with pytest.raises(ValueError, match="alignment"):
+        align_series(series, on_unreliable="raise")
+    # two images: judged by their correlation
+    with pytest.warns(AlignmentWarning, match="correlate poorly"):
+        _, applied = align_series(series[:2])
+    assert not applied.any()
+    big = _field()
+    pair = np.stack([_crop_shifted(big, (1.2, -0.7)), _crop_shifted(big, (0, 0))])
+    _, applied = align_series(pair, upsample=20)
+    np.testing.assert_allclose(applied[0], [-1.2, 0.7], atol=0.06)
+
+
+def test_bundled_sample_is_left_unaligned():
+    """The simulated MoS2 sample has no drift, but its images cannot be correlated across focus
+    (a monolayer at 50 keV, 1e4 e/A^2): a naive estimate is off by pixels; we do not apply it."""
+    from napari_exitwave import data
+    from napari_exitwave.align import AlignmentWarning
+
+    if not (data.DATA_DIR / data.SAMPLE_SERIES).is_file():
+        pytest.skip("sample data not generated")
+    series = data.load_sample_series()
+    with pytest.warns(AlignmentWarning):
+        _, shifts = align_series(series.images)
+    assert not shifts.any()

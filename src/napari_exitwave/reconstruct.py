@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings as _warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -226,11 +227,14 @@ def reconstruct_series(series, model=None, *, method: str = "network", align: bo
     # 1. align
     shifts = np.zeros((series.n_images, 2))
     if align and series.n_images > 1:
-        from .align import align_series
+        from .align import AlignmentWarning, align_series
 
         prog.stage(0.02, 0.12, "aligning")
         t = time.perf_counter()
-        images, shifts = align_series(images, progress=prog)
+        with _warnings.catch_warnings(record=True) as caught:
+            _warnings.simplefilter("always", AlignmentWarning)
+            images, shifts = align_series(images, progress=prog)
+        warnings += [str(w.message) for w in caught if issubclass(w.category, AlignmentWarning)]
         timings["align"] = time.perf_counter() - t
         big = np.abs(shifts).max()
         if big > 0.1 * min(series.shape):
