@@ -245,8 +245,10 @@ def main(argv=None) -> int:
                                               envelope_cutoff=args.envelope_cutoff, **full)
         recs["gs_all"] = gs_all.exit_wave
         if rec is not None:
-            three = s["images"][[0, 5, 10]]
-            recs["network"] = rec.predict(physics.normalize_series(three)).astype(complex)
+            # first, middle, last (5 nm apart) for a 3-image network; evenly spread otherwise
+            pick = np.round(np.linspace(0, 10, rec.card.n_images)).astype(int)
+            recs["network"] = rec.predict(
+                physics.normalize_series(s["images"][pick])).astype(complex)
         r = {"index": s["index"], "gs_seconds": t_gs, "gs_errors": gs.errors.tolist(),
              "params": p[0].to_dict(), "defocus": d,
              "info": {k: s["info"].get(k) for k in ("material", "n_atoms", "distance",
@@ -284,7 +286,8 @@ def main(argv=None) -> int:
     def cell(x):
         return f"{x['complex']:.4f} ({x['real']:.4f} / {x['imag']:.4f})"
 
-    names = [("network", "network", 3), ("gs", "Gerchberg-Saxton", 11),
+    n_net = rec.card.n_images if rec is not None else 3
+    names = [("network", "network", n_net), ("gs", "Gerchberg-Saxton", 11),
              ("wiener", "Wiener (GS start)", 11),
              ("gs_all", "GS, all parameters known", 11),
              ("wiener_all", "Wiener, all parameters known", 11)]

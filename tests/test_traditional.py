@@ -57,6 +57,15 @@ def envelope_mask(shape, cutoff=traditional.DEFAULT_ENVELOPE_CUTOFF):
     return env > cutoff
 
 
+def test_transfer_functions_are_the_physics_ctf():
+    ab = {"astigmatism": 12.0, "astigmatism_angle": 0.4, "coma": 300.0, "coma_angle": 1.0}
+    h = traditional.transfer_functions((32, 48), SAMPLING, DEFOCUS, Cs=CS,
+                                       focal_spread=FOCAL_SPREAD, aberrations=ab)
+    for d, hn in zip(DEFOCUS, h):
+        p = physics.MicroscopeParameters(defocus=d, Cs=CS, focal_spread=FOCAL_SPREAD, **ab)
+        np.testing.assert_allclose(hn, physics.ctf((32, 48), SAMPLING, p), atol=1e-9)
+
+
 # ------------------------------------------------------------------------------------------
 # Wiener filter: exact inverse of the linear imaging model
 @pytest.mark.parametrize("eps, tol, detector", [

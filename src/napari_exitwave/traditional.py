@@ -57,6 +57,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Callable, Sequence
@@ -220,7 +221,22 @@ def transfer_functions(shape: Sequence[int], sampling: float, defocus: Sequence[
     Straight from :func:`physics.ctf` (abTEM convention, ``defocus = -C10``, lengths in A).
     """
     params = _parameters(defocus, Cs, focal_spread, energy, aberrations)
-    return np.stack([physics.ctf(tuple(shape[-2:]), sampling, p) for p in params])
+    shape = tuple(shape[-2:])
+    if len(params) < 3:
+        return np.stack([physics.ctf(shape, sampling, p) for p in params])
+    # chi is linear in the defocus: two calls of physics.aberration_phase give every image's
+    # (the same numbers as physics.ctf per image, to rounding, 4x faster for 11 images)
+    p0 = dataclasses.replace(params[0], defocus=0.0)
+    chi0 = physics.aberration_phase(shape, sampling, p0)
+    dchi = physics.aberration_phase(shape, sampling, dataclasses.replace(p0, defocus=1.0)) - chi0
+    env = (physics.temporal_envelope(shape, sampling, p0.focal_spread, p0.energy)
+           if p0.focal_spread > 0 else None)
+    out = np.empty((len(params),) + shape, dtype=np.complex128)
+    for i, p in enumerate(params):
+        out[i] = np.exp(-1j * (chi0 + p.defocus * dchi))
+        if env is not None:
+            out[i] *= env
+    return out
 
 
 def _mirror(xp, a):
@@ -287,9 +303,7 @@ def _prepare(images, sampling, defocus, Cs, focal_spread, energy, aberrations, n
             raise SeriesMismatchError("an image has a mean intensity <= 0; give intensities "
                                       "(counts or relative to vacuum), not normalised images")
         images = images / means
-    if np.any(images < 0):
-        # small negative values (noise, MTF ringing) only; sqrt() clips them to 0 in GS
-        pass
+    # negative pixels (noise through a negative MTF, ringing) are clipped to 0 by GS's sqrt()
     xp = get_array_module(xp)
     dtype = np.dtype(np.complex128 if dtype is None else dtype)
     if dtype not in (np.complex64, np.complex128):
@@ -454,7 +468,7 @@ def gerchberg_saxton(images, sampling: float, defocus: Sequence[float], *, Cs: f
     _set_device(xp)
     n = imgs.shape[0]
     if b is not None:
-        deconv = b / (b**2 + wiener_eps) if wiener_eps > 0 else xp.where(b != 0, 1 / b, 0)
+        deconv = b / (b**2 + wiener_eps) if wiener_eps > 0 else xp.where(b != 0, 1 / xp.where(b != 0, b, 1), 0)
     if initial is None:
         spec = _wiener_spectrum(xp, imgs, h if b is None else h * b, wiener_eps)
         spec[0, 0] += imgs.shape[-2] * imgs.shape[-1]  # + FFT of the unscattered 1
@@ -464,7 +478,7 @@ def gerchberg_saxton(images, sampling: float, defocus: Sequence[float], *, Cs: f
             raise SeriesMismatchError(f"initial has shape {initial.shape}, the images "
                                       f"{tuple(imgs.shape[-2:])}")
         spec = _fft2(xp, xp.asarray(initial.astype(dt)))
-    amp = xp.sqrt(xp.clip(imgs, 0, None))
+    amp = xp.sqrt(xp.maximum(imgs, 0))
     norm = float(xp.sum(amp**2)) or 1.0
     weight = xp.sum(xp.abs(h) ** 2, axis=0)
     update = weight > n * envelope_cutoff**2
@@ -487,9 +501,9 @@ def gerchberg_saxton(images, sampling: float, defocus: Sequence[float], *, Cs: f
             else:
                 model = mag**2
                 blurred = _ifft2(xp, _fft2(xp, model) * b).real
-                err2 = err2 + xp.sum((xp.sqrt(xp.clip(blurred, 0, None)) - amp[i]) ** 2)
+                err2 = err2 + xp.sum((xp.sqrt(xp.maximum(blurred, 0)) - amp[i]) ** 2)
                 residual = _ifft2(xp, _fft2(xp, imgs[i] - blurred) * deconv).real
-                target = xp.sqrt(xp.clip(model + residual, 0, None))
+                target = xp.sqrt(xp.maximum(model + residual, 0))
             if it == n_iter:
                 continue
             # keep the phase, impose the measured amplitude (phase 0 where the wave vanishes)
