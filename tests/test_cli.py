@@ -208,3 +208,20 @@ def test_typed_units_reach_the_pipeline(setup, tmp_path, capsys, monkeypatch):
     assert seen["defocus"] == [-50.0, 0.0, 50.0] and seen["Cs"] == pytest.approx(-15e4)
     assert seen["focal_spread"] == 20.0 and seen["sampling_in"] == 0.1
     assert seen["method"] == "wiener" and seen["strict"] is True
+
+
+def test_sample_with_the_wiener_baseline(tmp_path, capsys):
+    pytest.importorskip("napari_exitwave.traditional")
+    from napari_exitwave.data import DATA_DIR, SAMPLE_SERIES, load_sample_exit_wave
+
+    if not (DATA_DIR / SAMPLE_SERIES).is_file():
+        pytest.skip("sample data not generated yet")
+    code, out, err = run(["reconstruct", "sample", "--method", "wiener", "--Cs", "-8",
+                          "--focal-spread", "10", "--out", tmp_path, "-q"], capsys)
+    assert code == 0, err
+    assert "method:  wiener" in out and "at 0.105 A/px" in out
+    wave, sampling, meta = read_exit_wave(tmp_path / "sample_exit_wave.tif")
+    truth, _, _ = load_sample_exit_wave()
+    assert wave.shape == truth.shape and sampling == pytest.approx(0.105)
+    assert meta["defocus"] == [-60.0, -10.0, 40.0] and meta["Cs"] == pytest.approx(-8e4)
+    assert (tmp_path / "sample_peaks.csv").exists()
