@@ -52,6 +52,20 @@ def _add_simulate(subparsers) -> None:
     p.set_defaults(func=_run_simulate)
 
 
+def _sigterm_as_interrupt() -> None:
+    """Stop on SIGTERM (batch schedulers, ``kill``) as on Ctrl-C: finished samples stay, the
+    Dask cluster is shut down, and the same command resumes."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        pass
+
+
 def _run_simulate(args) -> int:
     from .dataset import DatasetConfig, generate_dataset
     from .exitwave import ExitWaveConfig
@@ -69,6 +83,7 @@ def _run_simulate(args) -> int:
                                       split=args.split),
             exitwave=ExitWaveConfig(energy=args.energy, sampling=args.multislice_sampling,
                                     slice_thickness=args.slice_thickness, device=args.device))
+        _sigterm_as_interrupt()
         summary = generate_dataset(args.out, config, scheduler=args.scheduler,
                                    workers=args.workers, overwrite=args.overwrite,
                                    progress=not args.no_progress)
@@ -76,7 +91,7 @@ def _run_simulate(args) -> int:
         print(f"exitwave-train simulate: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted; finished samples are kept - run the same command to resume",
+        print("\ninterrupted; finished samples are kept - run the same command to resume",
               file=sys.stderr)
         return 130
     print(f"{summary['path']}: {summary['done']}/{summary['n']} samples complete, "
