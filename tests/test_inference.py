@@ -262,3 +262,16 @@ def test_cuda_that_loads_but_fails_falls_back_to_cpu(tiny, monkeypatch):
     np.testing.assert_allclose(rec.predict(x), reference_output(x, kernel), atol=1e-5)
     with pytest.raises(ModelError, match="does not run on CUDA"):
         OnnxReconstructor(d / "tiny.json", providers="cuda")
+
+
+def test_auto_tile_is_one_pass_up_to_1024_px(tiny):
+    d, path, kernel = tiny
+    rec = OnnxReconstructor(d / "tiny.json")
+    x = _x((3, 300, 1000), seed=3)
+    seen = []
+    out = rec.predict(x, tile="auto", progress=lambda f, m: seen.append(m))
+    assert seen == ["inference done"]  # one pass: 304 x 1008 padded
+    np.testing.assert_allclose(out, rec.predict(x, tile=4096), atol=1e-5)
+    seen.clear()
+    out = rec.predict(_x((3, 40, 1100)), tile="auto", progress=lambda f, m: seen.append(m))
+    assert seen[-1] == "inference tile 3/3" and out.shape == (40, 1100)  # 1104 px: 512 px tiles

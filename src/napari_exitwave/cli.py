@@ -65,7 +65,9 @@ def _add_reconstruct(subparsers) -> None:
                    help="spherical aberration in um for gs/wiener (default 0)")
     p.add_argument("--focal-spread", type=float, default=None, metavar="A",
                    help="focal spread in A for gs/wiener (default 0)")
-    p.add_argument("--tile", type=int, default=512, help="inference tile size in px (512)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="inference tile size in px (default: the whole frame in one pass up "
+                        "to 1024 px, else 512 px tiles)")
     p.add_argument("--overlap", type=int, default=64, help="tile overlap in px (64)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="ONNX Runtime device: auto (CUDA if it works, else CPU), cpu, or cuda "
@@ -172,7 +174,8 @@ def _cmd_reconstruct(args) -> int:
     progress = _progress_printer(args.quiet)
     rec = reconstruct_series(series, model, method=args.method, align=not args.no_align,
                              defocus=args.defocus, Cs=Cs, focal_spread=args.focal_spread,
-                             tile=args.tile, overlap=args.overlap, providers=args.device,
+                             tile=args.tile or "auto", overlap=args.overlap,
+                             providers=args.device,
                              strict=not args.force, progress=progress)
     stem = args.name or ("sample" if series.source == "sample" else Path(series.source).stem)
     written = save_outputs(rec, args.out, stem, peaks=not args.no_peaks,

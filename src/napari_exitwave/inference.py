@@ -43,6 +43,10 @@ __all__ = [
 MODELS_ENV = "NAPARI_EXITWAVE_MODELS"
 """Environment variable with extra model folders (``os.pathsep``-separated), searched first."""
 
+SINGLE_PASS_MAX = 1024
+"""``tile="auto"``: frames up to this size (px, after padding) run in one pass, larger ones in
+512 px tiles (the same rule as :func:`napari_exitwave.live.auto_tile`)."""
+
 INPUT_NAME = "images"
 OUTPUT_NAME = "exit_wave"
 
@@ -459,7 +463,7 @@ class OnnxReconstructor:
                              f"{batch.shape}; expected [batch, height, width, 2]")
         return out
 
-    def predict(self, normalised: np.ndarray, tile: int = 512, overlap: int = 64,
+    def predict(self, normalised: np.ndarray, tile: int | str = 512, overlap: int = 64,
                 progress: Callable[[float, str], None] | None = None,
                 cancel: Callable[[], bool] | None = None) -> np.ndarray:
         """Exit wave complex64 (ny, nx) from a normalised series (n, ny, nx).
@@ -468,6 +472,7 @@ class OnnxReconstructor:
         frames larger than ``tile`` are processed as overlapping tiles (``overlap`` px, rounded
         up to a multiple of ``size_multiple``) blended with raised-cosine ramps. The output is
         cropped back to (ny, nx). Height and width of the network input must be dynamic.
+        ``tile="auto"``: one pass for frames up to :data:`SINGLE_PASS_MAX` px, else 512.
 
         Raises
         ------
@@ -488,6 +493,9 @@ class OnnxReconstructor:
             raise SeriesMismatchError(f"model {self.card.name!r} expects {self.card.n_images} "
                                       f"images, the series has {n}")
         m = max(1, int(self.card.size_multiple))
+        if tile is None or tile == "auto":
+            side = max(ny + (-ny) % m, nx + (-nx) % m)
+            tile = side if side <= SINGLE_PASS_MAX else 512
         tile = max(m, (int(tile) // m) * m)
         # tiles start on the network's pooling grid: overlap a multiple of size_multiple
         overlap = int(math.ceil(max(0, overlap) / m) * m)
