@@ -284,13 +284,20 @@ def test_files_without_defocus_are_reported_in_defocus_mode(tmp_path):
     assert "a.tif" in errors and "--group-by count" in errors
 
 
-def test_auto_tile_one_pass_up_to_1024_px_else_512():
+def test_auto_tile_one_pass_up_to_1024_px_else_balanced_tiles():
+    from napari_exitwave.inference import tile_starts
     from napari_exitwave.live import auto_tile
 
     assert auto_tile((3, 1024, 1024), 0.1, 0.105, 16) == 976   # 975 px at the network's size
     assert auto_tile((3, 1000, 900), None, 0.105, 16) == 1008  # unknown sampling: as is
-    assert auto_tile((3, 1100, 1100), 0.1, 0.105, 16) == 512   # 1048 px: tiled
-    assert auto_tile((3, 4096, 4096), 0.1, 0.105, 16) == 512
+    for size, n_net in [(1100, 1056), (2048, 1952), (4096, 3904), (1500, 1440)]:
+        tile = auto_tile((3, size, size), 0.1, 0.105, 16)
+        assert tile % 16 == 0 and tile <= 512
+        starts = tile_starts(n_net, tile, 64)
+        # as few tiles as 512 px tiles need, and less area (the last tile is not mostly overlap)
+        assert len(starts) == len(tile_starts(n_net, 512, 64))
+        assert starts[-1] + tile == n_net and np.all(np.diff(starts) <= tile - 64)
+    assert auto_tile((3, 2048, 2048), 0.1, 0.105, 16) == 448
 
 
 def test_a_file_rewritten_after_it_was_read_is_not_used_twice(tmp_path):
