@@ -6,8 +6,8 @@ Per sample: RMSE of the real and imaginary parts, Delta (Eq. A.1), the Y-scrambl
 per-sample values), ``histograms.png`` and ``argand.png``. All numbers come from
 :mod:`napari_exitwave.metrics`, the same code for every model and baseline.
 
-The focal series are the data set's stored ones (``images``) when present, else series drawn
-with a fixed seed; each is cropped to the centred region whose sides are multiples of the
+The focal series are the data set's stored ones (``images``) when present and no parameter
+ranges are overridden, else series drawn with a fixed seed from the (overridden) ranges; each is cropped to the centred region whose sides are multiples of the
 network's ``size_multiple``.
 """
 
@@ -69,7 +69,7 @@ def evaluate_arrays(predict: Predictor, data: dict[str, Any], *, n_images: int, 
                     seed: int = 7919, out_dir: str | os.PathLike | None = None,
                     ranges: physics.ParameterRanges | None = None, max_samples: int | None = None,
                     argand_samples: int = 20, batch_size: int = 4,
-                    title: str = "") -> dict[str, Any]:
+                    title: str = "", use_stored_images: bool = True) -> dict[str, Any]:
     """Evaluate ``predict`` on the samples of ``data`` (from :func:`~.train.load_waves`).
 
     Returns the summary dict (also written to ``out_dir/summary.json`` with the plots).
@@ -81,7 +81,8 @@ def evaluate_arrays(predict: Predictor, data: dict[str, Any], *, n_images: int, 
         raise ValueError("evaluation needs at least 2 samples (for the Y-scramble baseline)")
     ds = FocalSeriesDataset(data["wave"][:n], data["target"][:n], data["sampling"], n_images,
                             1, None, multiple, seed=seed, ranges=ranges, fixed=True,
-                            images=None if data.get("images") is None else data["images"][:n])
+                            images=(data["images"][:n] if use_stored_images
+                                    and data.get("images") is not None else None))
     sampling = float(data["sampling"])
     ny, nx = data["target"].shape[-2:]
     h, w = ds.full
@@ -212,7 +213,8 @@ def evaluate(model_path: str | os.PathLike, data_path: str | os.PathLike,
                                             **(ranges or {})})
     summary = evaluate_arrays(predict, data, n_images=info["n_images"],
                               multiple=info["size_multiple"], seed=seed, out_dir=out_dir,
-                              ranges=pr, title=Path(model_path).stem)
+                              ranges=pr, title=Path(model_path).stem,
+                              use_stored_images=not ranges)
     summary["model"] = {k: v for k, v in info.items() if k != "card"}
     summary["dataset"] = str(data_path)
     Path(out_dir, "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")

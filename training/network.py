@@ -10,12 +10,16 @@ Architecture
 - A convolutional block is five 3x3 convolutions, each followed by a PReLU whose slopes are
   shared over space (``shared_axes=[1, 2]``, so the model accepts any image size). The output of
   the first convolution is added to the input of the fifth (the short, FusionNet skip).
+- Kernels start He-normal (suited to rectifiers: activations keep their scale through
+  the ~35 convolutions of the default network).
 - Encoder: ``depth`` blocks each followed by 2x2 MaxPool; the number of channels doubles after
   every pooling (``base_filters * 2**level``). A bottleneck block at the lowest resolution.
 - Decoder: bilinear 2x upsampling (:class:`BilinearUpSampling2D`), concatenation with the encoder
   block of the same resolution (the long skip), a block with half the channels.
 - Output: a linear 1x1 convolution to 2 channels, in float32 even under mixed precision; its
-  bias starts at (1, 0), the vacuum value, so training starts from "vacuum everywhere".
+  kernel starts at zero and its bias at (1, 0), the vacuum value, so training starts from
+  "vacuum everywhere" (with He-normal kernels this trains several times faster than Keras'
+  default initialisation in our tests).
 
 The code uses ``keras.ops`` only, so the same model builds under ``KERAS_BACKEND=tensorflow``
 (default), ``torch`` or ``jax``.
@@ -104,7 +108,8 @@ class BilinearUpSampling2D(layers.Layer):
 
 
 def _conv(x, filters: int, name: str):
-    x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv")(x)
+    x = layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal",
+                      name=f"{name}_conv")(x)
     return layers.PReLU(shared_axes=[1, 2], name=f"{name}_prelu")(x)
 
 
@@ -149,6 +154,7 @@ def build_network(config: NetworkConfig | None = None, **kwargs) -> keras.Model:
     # bias starts at vacuum (1 + 0j): the network learns the deviation from vacuum
     bias0 = [1.0] + [0.0] * (cfg.n_outputs - 1)
     outputs = layers.Conv2D(cfg.n_outputs, 1, activation="linear", dtype="float32",
+                            kernel_initializer="zeros",
                             bias_initializer=keras.initializers.Constant(bias0),
                             name="exit_wave")(x)
     return keras.Model(inputs, outputs, name="exitwave_unet")

@@ -435,7 +435,9 @@ def _datasets(cfg: TrainConfig):
             raise ValueError(f"validation sampling {va['sampling']} != training {tr['sampling']}")
         val_ds = FocalSeriesDataset(va["wave"], va["target"], va["sampling"], n_images,
                                     cfg.batch_size, None, multiple, seed=cfg.seed + 7919,
-                                    ranges=ranges, fixed=True, images=va["images"])
+                                    ranges=ranges, fixed=True,
+                                    # stored series were drawn from the data set's ranges
+                                    images=None if cfg.ranges else va["images"])
     data_info = dict(sampling=tr["sampling"], ranges=ranges.to_dict(), n_train=len(tr["wave"]),
                      n_val=0 if va is None else len(va["wave"]), crop=train_ds.crop,
                      dataset=dict(train=str(cfg.train), val=str(cfg.val) if cfg.val else None,
@@ -519,9 +521,14 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
     if state["finished"] and evaluate_at_end and va is not None and not state.get("metrics"):
         from .evaluate import evaluate_arrays
 
-        summary = evaluate_arrays(_keras_predictor(model), va, n_images=cfg.network["n_images"],
+        best = model
+        if (run_dir / "best.keras").exists():  # the metrics describe the exported checkpoint
+            best, _ = load_checkpoint(run_dir, "best")
+        summary = evaluate_arrays(_keras_predictor(best), va, n_images=cfg.network["n_images"],
                                   multiple=train_ds.multiple, seed=cfg.seed + 7919,
-                                  out_dir=run_dir / "evaluation", ranges=train_ds.ranges)
+                                  out_dir=run_dir / "evaluation", ranges=train_ds.ranges,
+                                  use_stored_images=not cfg.ranges)
+        state["metrics_checkpoint"] = "best"
         state["metrics"] = {k: summary.get(k) for k in
                             ("rmse_real", "rmse_imag", "delta", "peak_error_pm",
                              "yscramble_rmse_real", "yscramble_rmse_imag", "n_samples")}
