@@ -90,19 +90,45 @@ def load_network(model: str | None):
     return rec, f"network {rec.card.name!r} ({rec.card.onnx_path}) on {rec.device}"
 
 
-def simulate(n: int, seed: int, size: int, sampling: float, log):
+SERIES_RANGES = dict(total_defocus_range=100.0, step_jitter=0.0)  # 11 images, 1 nm apart
+
+
+def from_dataset(path: str, n: int, seed: int, log):
+    """Exit waves of the first ``n`` complete samples of a data set (e.g. the network's
+    validation set), each imaged anew as an 11-image series with the data set's parameter
+    ranges (seeded per sample)."""
+    from exitwave_training.dataset import ExitWaveDataset
+
+    ds = ExitWaveDataset(path)
+    ranges = physics.ParameterRanges.from_dict(dict(ds.config.ranges.to_dict(), **SERIES_RANGES))
+    out = []
+    for i in ds.indices[:n]:
+        smp = ds.sample(int(i))
+        rng = np.random.default_rng([seed, int(i)])
+        params = physics.sample_parameters(rng, 11, ranges)
+        images = physics.simulate_focal_series(smp.wave, ds.sampling, params, None, rng)
+        out.append({"index": int(i), "target": np.asarray(smp.target), "images": images,
+                    "wave": np.asarray(smp.wave),
+                    "params": params, "info": dict(smp.info)})
+    log(f"{len(out)} samples from {path} ({ds.config.structure.dataset}), "
+        f"{ds.sampling} A/px")
+    return ds.sampling, out
+
+
+def simulate(n: int, seed: int, size: int, sampling: float, log, dataset="mos2-graphene"):
     from exitwave_training.dataset import DatasetConfig, generate_sample
     from exitwave_training.structures import StructureConfig
 
     cfg = DatasetConfig(
         n=n, seed=seed, n_images=11,
-        structure=StructureConfig(dataset="mos2-graphene", size=size, sampling=sampling),
-        ranges=physics.ParameterRanges(total_defocus_range=100.0, step_jitter=0.0))
+        structure=StructureConfig(dataset=dataset, size=size, sampling=sampling),
+        ranges=physics.ParameterRanges(**SERIES_RANGES))
     out = []
     for i in range(n):
         t = time.perf_counter()
         s = generate_sample(cfg, i)
         out.append({"index": i, "target": np.asarray(s["target"]),
+                    "wave": np.asarray(s["wave"]),
                     "images": np.asarray(s["images"], dtype=np.float64),
                     "params": [physics.MicroscopeParameters.from_dict(p)
                                for p in json.loads(s["params"])],
@@ -177,6 +203,37 @@ def error_figure(histories: dict[str, np.ndarray], path):
     plt.close(fig)
 
 
+def ablation(sample, sampling, args, rmse) -> str:
+    """What limits GS: the 50th-percentile wave re-imaged with parts of the image model off."""
+    import dataclasses
+
+    p = sample["params"]
+    d = [q.defocus for q in p]
+    wave = sample.get("wave")
+    if wave is None:
+        return ""
+    steps = [("as drawn (Table 1)", {}), ("no shot noise", dict(dose=math.inf)),
+             ("no noise, blur or MTF", dict(dose=math.inf, blur=0.0, mtf_c1=1.0)),
+             ("no noise, blur, MTF, astigmatism or coma",
+              dict(dose=math.inf, blur=0.0, mtf_c1=1.0, astigmatism=0.0, coma=0.0))]
+    out = ["What limits GS (the 50th-percentile sample's wave imaged again with parts of the "
+           "image model switched off; GS given defocus, Cs, focal spread as above; complex "
+           "RMSE vs hp(truth)):", "", "| images | GS | Wiener |", "|---|---|---|"]
+    truth = highpass(sample["target"], sampling)
+    for name, mod in steps:
+        params = [dataclasses.replace(q, **mod) for q in p]
+        images = physics.simulate_focal_series(wave, sampling, params, None,
+                                               np.random.default_rng(args.seed))
+        kw = dict(Cs=p[0].Cs, focal_spread=p[0].focal_spread, energy=p[0].energy,
+                  normalize=False, wiener_eps=args.wiener_eps, xp="numpy")
+        g = traditional.gerchberg_saxton(images, sampling, d, n_iter=args.n_iter,
+                                         envelope_cutoff=args.envelope_cutoff, **kw).exit_wave
+        w = traditional.wiener_reconstruction(images, sampling, d, **kw)
+        out.append(f"| {name} | {math.hypot(*rmse(g, truth)):.4f} | "
+                   f"{math.hypot(*rmse(w, truth)):.4f} |")
+    return "\n".join(out)
+
+
 def update_block(path: Path, text: str) -> None:
     doc = path.read_text() if path.exists() else "# Traditional exit-wave reconstruction\n"
     block = f"{START}\n{text.rstrip()}\n{END}"
@@ -192,6 +249,11 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None,
                     help="network name or .onnx/.json path (default: the shipped 'mos2')")
     ap.add_argument("--n", type=int, default=12, help="validation samples to simulate")
+    ap.add_argument("--dataset", default="mos2-graphene", choices=["mos2-graphene", "mos2"],
+                    help="structure family to simulate (the paper: MoS2 on graphene)")
+    ap.add_argument("--data", default=None,
+                    help="take the exit waves from this data set (Zarr, e.g. the network's "
+                         "validation set) instead of simulating new ones")
     ap.add_argument("--seed", type=int, default=20260, help="seed of the validation samples")
     ap.add_argument("--size", type=int, default=256, help="frame size in px")
     ap.add_argument("--sampling", type=float, default=None,
@@ -213,7 +275,18 @@ def main(argv=None) -> int:
     sampling = args.sampling or (rec.card.sampling if rec is not None and rec.card.sampling
                                  else 0.105)
     t0 = time.perf_counter()
-    cfg, samples = simulate(args.n, args.seed, args.size, sampling, log)
+    if args.data:
+        data_sampling, samples = from_dataset(args.data, args.n, args.seed, log)
+        if rec is not None and rec.card.sampling and not math.isclose(
+                data_sampling, rec.card.sampling, rel_tol=1e-3):
+            log(f"warning: the data set's {data_sampling} A/px differs from the network's "
+                f"{rec.card.sampling} A/px")
+        sampling = data_sampling
+        source = f"exit waves from {args.data}"
+    else:
+        _, samples = simulate(args.n, args.seed, args.size, sampling, log, args.dataset)
+        source = f"{args.dataset} samples simulated with seed {args.seed}"
+    args.n = len(samples)
     t_sim = time.perf_counter() - t0
 
     results = []
@@ -253,6 +326,7 @@ def main(argv=None) -> int:
              "params": p[0].to_dict(), "defocus": d,
              "info": {k: s["info"].get(k) for k in ("material", "n_atoms", "distance",
                                                     "rotation_class", "tilt_deg")}}
+        recs["vacuum"] = np.ones_like(s["target"])
         for name, w in recs.items():
             r[name] = rmse_all(rmse, w, s["target"], sampling)
             r[name]["delta"] = float(delta(w, s["target"]))
@@ -271,9 +345,11 @@ def main(argv=None) -> int:
     lines.append(f"Run {date} on {platform.node() or 'this machine'} ({os.cpu_count()} CPUs): "
                  f"`benchmarks/compare_traditional.py --n {args.n} --seed {args.seed} --size "
                  f"{args.size} --n-iter {args.n_iter} --wiener-eps {args.wiener_eps} "
+                 f"--dataset {args.dataset}{' --data ' + args.data if args.data else ''} "
                  f"--envelope-cutoff {args.envelope_cutoff}`; {net_note}. Metrics from "
-                 f"{metrics_source}. {args.n} MoS2-on-graphene samples at {sampling:.4g} A/px "
-                 f"({args.size} px), simulated in {t_sim:.0f} s. Percentiles picked by the "
+                 f"{metrics_source}. {args.n} {source}, at {sampling:.4g} A/px "
+                 f"({samples[0]['target'].shape[-1]} px), made in {t_sim:.0f} s, 11 images "
+                 f"1 nm apart each. Percentiles picked by the "
                  f"{'network' if by == 'network' else 'GS (no network available)'} Delta.")
     lines.append("")
     lines.append("RMSE = complex RMSE sqrt(rmse_re^2 + rmse_im^2) (real / imag in brackets); "
@@ -290,7 +366,8 @@ def main(argv=None) -> int:
     names = [("network", "network", n_net), ("gs", "Gerchberg-Saxton", 11),
              ("wiener", "Wiener (GS start)", 11),
              ("gs_all", "GS, all parameters known", 11),
-             ("wiener_all", "Wiener, all parameters known", 11)]
+             ("wiener_all", "Wiener, all parameters known", 11),
+             ("vacuum", "baseline: vacuum (psi = 1)", "-")]
     for pc, i in picks.items():
         r = results[i]
         for key, label, n_img in names:
@@ -305,7 +382,8 @@ def main(argv=None) -> int:
             figure(s, s["recs"], sampling, IMAGES / f"traditional_p{pc}.png",
                    f"{pc}th percentile (sample {r['index']}): Cs {r['params']['Cs'] / 1e4:.1f} um, "
                    f"C12 {r['params']['astigmatism']:.0f} A, C21 {r['params']['coma']:.0f} A, "
-                   f"focal spread {r['params']['focal_spread']:.1f} A, "
+                   f"focal spread {r['params']['focal_spread']:.1f} A,\n"
+                   f"blur {r['params']['blur']:.2f} A, MTF c1 {r['params']['mtf_c1']:.2f}, "
                    f"dose {r['params']['dose']:.3g} e/A^2")
     lines.append("")
     med = {k: float(np.median([r[k]["hp_truth"]["complex"] for r in results]))
@@ -315,6 +393,7 @@ def main(argv=None) -> int:
     lines.append(f"Medians over all {args.n} samples, complex RMSE vs truth / vs hp(truth): " +
                  "; ".join(f"{k} {med_t[k]:.4f} / {med[k]:.4f}" for k in med) + ". "
                  f"Paper (25th percentile): network 0.013 vs truth, GS 0.061 vs hp(truth).")
+    lines += ["", ablation(samples[picks[50]], sampling, args, rmse)]
     if not args.no_write:
         error_figure(histories, IMAGES / "traditional_gs_error.png")
         lines.append("")

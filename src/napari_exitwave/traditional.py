@@ -440,10 +440,9 @@ def gerchberg_saxton(images, sampling: float, defocus: Sequence[float], *, Cs: f
     initial : complex array (ny, nx), optional
         Starting exit wave; default the Wiener solution with ``wiener_eps``.
     blur, mtf : optional
-        Known image blur / detector MTF (:func:`intensity_transfer`). With them the amplitude
-        step imposes ``|psi_n|^2 + D(I_n - B |psi_n|^2)`` (``D`` a Wiener deconvolution of the
-        residual with ``wiener_eps``), which the images fix, and the error compares
-        ``sqrt(B |psi_n|^2)`` with ``sqrt(I_n)``; the monotone decrease is then not guaranteed.
+        Known image blur / detector MTF (:func:`intensity_transfer`). The images are then
+        Wiener-deconvolved once (``B / (B^2 + wiener_eps)``) and GS runs on the result, to
+        which the error refers.
     progress : callable(fraction, message), optional
         Called after every iteration.
     cancel : callable() -> bool, optional
@@ -467,8 +466,6 @@ def gerchberg_saxton(images, sampling: float, defocus: Sequence[float], *, Cs: f
                                       aberrations, normalize, align, xp, dtype, blur, mtf)
     _set_device(xp)
     n = imgs.shape[0]
-    if b is not None:
-        deconv = b / (b**2 + wiener_eps) if wiener_eps > 0 else xp.where(b != 0, 1 / xp.where(b != 0, b, 1), 0)
     if initial is None:
         spec = _wiener_spectrum(xp, imgs, h if b is None else h * b, wiener_eps)
         spec[0, 0] += imgs.shape[-2] * imgs.shape[-1]  # + FFT of the unscattered 1
@@ -478,6 +475,13 @@ def gerchberg_saxton(images, sampling: float, defocus: Sequence[float], *, Cs: f
             raise SeriesMismatchError(f"initial has shape {initial.shape}, the images "
                                       f"{tuple(imgs.shape[-2:])}")
         spec = _fft2(xp, xp.asarray(initial.astype(dt)))
+    if b is not None:
+        # known blur / MTF: GS runs on Wiener-deconvolved images (regularised once, so the
+        # iterations cannot converge to the unregularised inverse)
+        deconv = b / (b**2 + wiener_eps) if wiener_eps > 0 else xp.where(
+            b != 0, 1 / xp.where(b != 0, b, 1), 0)
+        deconv[0, 0] = 1.0
+        imgs = _ifft2(xp, _fft2(xp, imgs) * deconv).real
     amp = xp.sqrt(xp.maximum(imgs, 0))
     norm = float(xp.sum(amp**2)) or 1.0
     weight = xp.sum(xp.abs(h) ** 2, axis=0)
@@ -495,20 +499,12 @@ def gerchberg_saxton(images, sampling: float, defocus: Sequence[float], *, Cs: f
         for i in range(n):
             psi_n = _ifft2(xp, spec * h[i])
             mag = xp.abs(psi_n)
-            if b is None:
-                err2 = err2 + xp.sum((mag - amp[i]) ** 2)
-                target = amp[i]
-            else:
-                model = mag**2
-                blurred = _ifft2(xp, _fft2(xp, model) * b).real
-                err2 = err2 + xp.sum((xp.sqrt(xp.maximum(blurred, 0)) - amp[i]) ** 2)
-                residual = _ifft2(xp, _fft2(xp, imgs[i] - blurred) * deconv).real
-                target = xp.sqrt(xp.maximum(model + residual, 0))
+            err2 = err2 + xp.sum((mag - amp[i]) ** 2)
             if it == n_iter:
                 continue
             # keep the phase, impose the measured amplitude (phase 0 where the wave vanishes)
             phase = xp.where(mag > 0, psi_n / xp.where(mag > 0, mag, 1), 1)
-            acc += hc[i] * _fft2(xp, target * phase)
+            acc += hc[i] * _fft2(xp, amp[i] * phase)
         errors.append(math.sqrt(float(err2) / norm))
         if it == n_iter:
             break
