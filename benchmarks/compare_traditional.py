@@ -193,9 +193,9 @@ def error_figure(histories: dict[str, np.ndarray], path):
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for name, h in histories.items():
-        ax.semilogy(np.arange(len(h)), h, label=name)
+        ax.plot(np.arange(len(h)), h / h[0], label=f"{name}, start {h[0]:.3g}")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("consistency error (amplitude)")
+    ax.set_ylabel("consistency error / error of the start")
     ax.set_title("Gerchberg-Saxton, 11-image series")
     ax.legend(fontsize=8)
     fig.tight_layout()
