@@ -50,7 +50,6 @@ from napari_exitwave import physics, traditional
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "traditional.md"
-IMAGES = ROOT / "docs" / "images"
 START, END = "<!-- compare_traditional:start -->", "<!-- compare_traditional:end -->"
 
 
@@ -264,6 +263,9 @@ def main(argv=None) -> int:
     ap.add_argument("--envelope-cutoff", type=float, default=0.3,
                     help="GS updates only where the focal-spread envelope exceeds this")
     ap.add_argument("--no-write", action="store_true", help="do not write docs/ files")
+    ap.add_argument("--doc", default=str(DOC),
+                    help="Markdown file whose results block is rewritten (figures go to "
+                         "images/ beside it)")
     args = ap.parse_args(argv)
 
     def log(msg):
@@ -338,8 +340,10 @@ def main(argv=None) -> int:
     by = "network" if rec is not None else "gs"
     deltas = np.array([r[by]["delta"] for r in results])
     picks = {pc: percentile_pick(deltas, pc) for pc in (25, 50, 75)}
+    doc = Path(args.doc)
+    images_dir = doc.parent / "images"
     if not args.no_write:
-        IMAGES.mkdir(parents=True, exist_ok=True)
+        images_dir.mkdir(parents=True, exist_ok=True)
     lines = []
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines.append(f"Run {date} on {platform.node() or 'this machine'} ({os.cpu_count()} CPUs): "
@@ -379,7 +383,7 @@ def main(argv=None) -> int:
         histories[f"p{pc} (sample {r['index']})"] = np.asarray(r["gs_errors"])
         if not args.no_write:
             s = samples[i]
-            figure(s, s["recs"], sampling, IMAGES / f"traditional_p{pc}.png",
+            figure(s, s["recs"], sampling, images_dir / f"traditional_p{pc}.png",
                    f"{pc}th percentile (sample {r['index']}): Cs {r['params']['Cs'] / 1e4:.1f} um, "
                    f"C12 {r['params']['astigmatism']:.0f} A, C21 {r['params']['coma']:.0f} A, "
                    f"focal spread {r['params']['focal_spread']:.1f} A,\n"
@@ -395,13 +399,13 @@ def main(argv=None) -> int:
                  f"Paper (25th percentile): network 0.013 vs truth, GS 0.061 vs hp(truth).")
     lines += ["", ablation(samples[picks[50]], sampling, args, rmse)]
     if not args.no_write:
-        error_figure(histories, IMAGES / "traditional_gs_error.png")
+        error_figure(histories, images_dir / "traditional_gs_error.png")
         lines.append("")
         for pc in picks:
             lines.append(f"![{pc}th percentile](images/traditional_p{pc}.png)")
         lines.append("![GS error](images/traditional_gs_error.png)")
-        update_block(DOC, "\n".join(lines))
-        (ROOT / "docs" / "traditional_results.json").write_text(json.dumps(
+        update_block(doc, "\n".join(lines))
+        doc.with_name("traditional_results.json").write_text(json.dumps(
             {"date": date, "note": net_note, "picks": picks, "results": results}, indent=1))
     print("\n".join(lines))
     return 0
