@@ -115,6 +115,29 @@ def test_wiener_regularisation_damps_noise():
     assert rms(highpass(tight) - highpass(wave)) < 0.5 * rms(highpass(loose) - highpass(wave))
 
 
+def test_auto_eps_follows_the_dose_and_is_near_the_best_fixed_one():
+    wave = atoms_wave(128, strength=0.4, seed=3)
+    truth = highpass(np.fft.ifft2(np.fft.fft2(wave) * envelope_mask(wave.shape, 0.05)))
+    kw = dict(Cs=CS, focal_spread=FOCAL_SPREAD, normalize=False)
+    chosen = []
+    for dose in (np.inf, 1e5, 1e3):
+        params = [physics.MicroscopeParameters(defocus=float(d), Cs=CS, dose=dose,
+                                               focal_spread=FOCAL_SPREAD) for d in DEFOCUS]
+        images = physics.simulate_focal_series(wave, SAMPLING, params,
+                                               rng=np.random.default_rng(0))
+        auto = traditional.wiener_reconstruction(images, SAMPLING, DEFOCUS, wiener_eps="auto",
+                                                 **kw)
+        chosen.append(traditional.last_wiener_eps)
+        best = min(rms(highpass(traditional.wiener_reconstruction(
+            images, SAMPLING, DEFOCUS, wiener_eps=e, **kw)) - truth)
+            for e in (1e-4, 1e-3, 1e-2, 1e-1, 1.0))
+        assert rms(highpass(auto) - truth) < 1.3 * best, dose
+    assert chosen[0] == traditional._AUTO_EPS_FLOOR  # no shot noise: only the floor
+    assert chosen[0] < chosen[1] < chosen[2]
+    with pytest.raises(ExitWaveError, match="'auto'"):
+        traditional.wiener_reconstruction(images, SAMPLING, DEFOCUS, wiener_eps="guess", **kw)
+
+
 # ------------------------------------------------------------------------------------------
 # Gerchberg-Saxton
 def test_gs_recovers_the_exit_wave_of_a_noise_free_series():
