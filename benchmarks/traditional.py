@@ -110,7 +110,8 @@ def main(argv=None) -> int:
         machine += f"; GPU {cp.cuda.runtime.getDeviceProperties(0)['name'].decode()}"
     lines = [f"Measured {date} on {machine} (numpy {np.__version__}, SciPy FFT with all "
              f"threads), {args.iterations} iterations, median per iteration; the Wiener solve "
-             "includes building the 11 transfer functions with physics.ctf. The machine's 2 "
+             "includes building the 11 transfer functions (physics.aberration_phase). "
+             "The machine's 2 "
              "cores were shared with other jobs, so the CPU figures are upper bounds.", "",
              "| frame (px) | images | device | precision | s / GS iteration | Wiener solve (s) |",
              "|---|---|---|---|---|---|"]

@@ -515,7 +515,8 @@ def gerchberg_saxton(images, sampling: float, defocus: Sequence[float], *, Cs: f
     progress : callable(fraction, message), optional
         Called after every iteration.
     cancel : callable() -> bool, optional
-        Polled every iteration; True raises :class:`~napari_exitwave.errors.ReconstructionCancelled`.
+        Polled every iteration; True raises
+        :class:`~napari_exitwave.errors.ReconstructionCancelled`.
 
     Returns
     -------
