@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cs", type=float, default=0.0, help="gs/wiener: Cs in um")
     ap.add_argument("--focal-spread", type=float, default=0.0, help="gs/wiener: A")
     ap.add_argument("--classes", type=int, default=3)
+    ap.add_argument("--show", default="imag", choices=["real", "imag"],
+                    help="part shown under the peaks (imag: where a weak phase object shows)")
     ap.add_argument("--min-distance", type=float, default=None, help="peaks, A (widget's)")
     ap.add_argument("--threshold", type=float, default=None,
                     help="peaks, fraction of max (widget's default)")
@@ -83,9 +85,9 @@ def main(argv=None) -> int:
     plot = widget.show_argand()
     plot.n_classes.setValue(args.classes)
     plot.auto_classify(args.classes)
-    # show the real part with the peaks on top; the series stays in the layer list
+    # show one part with the peaks on top; the series and the other part stay in the list
     for ly in viewer.layers:
-        ly.visible = ly.name.endswith("[real]") or ly.name == peaks.name
+        ly.visible = ly.name.endswith(f"[{args.show}]") or ly.name == peaks.name
     viewer.layers.selection.active = peaks
     viewer.scale_bar.visible = True
     viewer.reset_view()
