@@ -67,7 +67,9 @@ def make_toy_dataset(path, n: int = 8, size: int = 64, sampling: float = 0.2,
     g.create_array("wave", data=np.stack(waves))
     g.create_array("target", data=np.stack(targets))
     g.create_array("images", data=np.stack(images).astype(np.float32))
-    g.create_array("params", data=np.array(params, dtype=str))
-    g.create_array("columns", data=np.array(columns, dtype=str))
+    for name, values in (("params", params), ("columns", columns)):
+        arr = g.create_array(name, shape=(n,), chunks=(1,), dtype=str)  # as the real data sets
+        for i, v in enumerate(values):
+            arr[i] = v
     g.create_array("complete", data=np.ones(n, bool))
     return str(path)

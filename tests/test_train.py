@@ -19,7 +19,7 @@ TINY = dict(n_images=3, depth=2, base_filters=4)
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    return make_toy_dataset(tmp_path_factory.mktemp("data") / "toy.zarr", n=12, size=64, seed=0)
+    return make_toy_dataset(tmp_path_factory.mktemp("data") / "toy.zarr", n=8, size=64, seed=0)
 
 
 def _cfg(toy, **kw):
@@ -31,10 +31,10 @@ def _cfg(toy, **kw):
 
 def test_load_waves_reads_the_contract_layout(toy):
     d = load_waves(toy)
-    assert d["wave"].shape == d["target"].shape == (12, 64, 64)
-    assert d["wave"].dtype == np.complex64 and d["images"].shape == (12, 3, 64, 64)
+    assert d["wave"].shape == d["target"].shape == (8, 64, 64)
+    assert d["wave"].dtype == np.complex64 and d["images"].shape == (8, 3, 64, 64)
     assert d["sampling"] == pytest.approx(0.2)
-    assert len(d["columns"]) == 12 and d["columns"][0].shape[1] == 2
+    assert len(d["columns"]) == 8 and d["columns"][0].shape[1] == 2
     # columns are returned as (y, x) in A: they sit on phase maxima of the wave
     y, x = d["columns"][0][0] / d["sampling"]
     phase = np.angle(d["wave"][0])
