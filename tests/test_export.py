@@ -94,3 +94,23 @@ def test_model_card_round_trip(exported, tmp_path):
     onnx_copy.write_bytes(path.read_bytes() + b"\0")  # tampered file
     with pytest.raises(ValueError, match="does not match"):
         read_model_card(card_path)
+
+
+def test_mixed_precision_model_exports_in_float32(tmp_path):
+    import keras
+
+    from exitwave_training.export import _float32_copy
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = build_network(n_images=2, depth=2, base_filters=4)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert mixed.get_layer("down0_1_conv").compute_dtype == "float16"
+    full = _float32_copy(mixed)
+    assert all(la.compute_dtype == "float32" for la in full.layers)
+    path = export_onnx(full, tmp_path / "mp.onnx")
+    assert onnx_parity(full, path, sizes=((16, 16), (32, 24))) <= 1e-4
+    x = np.random.default_rng(0).standard_normal((1, 16, 16, 2)).astype("float32")
+    np.testing.assert_allclose(np.asarray(full(x)), np.asarray(mixed(x), dtype=np.float32),
+                               atol=1e-2)

@@ -118,6 +118,22 @@ def _float16_copy(model):
     return half
 
 
+def _float32_copy(model):
+    """The same network computing in float32 (for models trained with mixed precision)."""
+    import keras
+
+    from .network import build_network
+
+    old = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        full = build_network(_config_of(model))
+    finally:
+        keras.config.set_dtype_policy(old)
+    full.set_weights([np.asarray(w, dtype=np.float32) for w in model.get_weights()])
+    return full
+
+
 def _config_of(model):
     """Recover the :class:`NetworkConfig` of a built network from its layers."""
     from .network import NetworkConfig
@@ -258,6 +274,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
     from .train import load_checkpoint
 
     model, state = load_checkpoint(checkpoint)
+    if any(getattr(la, "compute_dtype", "float32") != "float32" for la in model.layers):
+        model = _float32_copy(model)  # mixed-precision training: export float32 compute
     out_dir = Path(out_dir)
     onnx_path = export_onnx(model, out_dir / f"{name}.onnx")
     parity = onnx_parity(model, onnx_path, inputs=parity_inputs)
