@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Simulate a modest unsupported-MoS2 data set, train the shipped `mos2` network and export it
 # to models/mos2.onnx + models/mos2.json. Sized for about 25 minutes on a 2-core CPU:
-#   ~3 min   simulate 320 training + 48 validation flakes (256 px at 0.105 A/px, abTEM, 2 workers)
-#   ~18 min  train the "medium" U-Net (depth 3, 16 base filters) on 128 px crops, fresh
+#   ~4 min   simulate 320 training + 48 validation flakes (256 px at 0.105 A/px, abTEM, 2 workers)
+#   ~17 min  train the "medium" U-Net (depth 3, 16 base filters) on 128 px crops, fresh
 #            Table-1 microscope parameters every epoch (stops cleanly at TRAIN_MINUTES)
 #   ~1 min   export (ONNX, dynamic size, parity check) + evaluation on the validation set
 # Every step resumes if interrupted: run the same command again.
@@ -19,7 +19,7 @@ N_VAL=${N_VAL:-48}
 SIZE=${SIZE:-256}
 CROP=${CROP:-128}
 PRESET=${PRESET:-medium}
-TRAIN_MINUTES=${TRAIN_MINUTES:-18}
+TRAIN_MINUTES=${TRAIN_MINUTES:-17}
 WORKERS=${WORKERS:-2}
 export TF_CPP_MIN_LOG_LEVEL=2 KERAS_BACKEND=tensorflow PYTHONHASHSEED=0
 T="$VENV/bin/exitwave-train"
