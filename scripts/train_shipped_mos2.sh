@@ -5,7 +5,8 @@
 #   ~17 min  train the "medium" U-Net (depth 3, 16 base filters) on 128 px crops, fresh
 #            Table-1 microscope parameters every epoch (stops cleanly at TRAIN_MINUTES)
 #   ~1 min   export (ONNX, dynamic size, parity check) + evaluation on the validation set
-# Every step resumes if interrupted: run the same command again.
+# Every step resumes if interrupted: run the same command again (after a finished run that
+# trains TRAIN_MINUTES more; delete $WORK/run to start training afresh).
 #
 #   scripts/train_shipped_mos2.sh                      # defaults below
 #   TRAIN_MINUTES=60 N_TRAIN=1000 scripts/train_shipped_mos2.sh   # a better model, longer
@@ -49,4 +50,4 @@ echo ">> exporting to $MODELS_DIR/mos2.onnx"
     --description "unsupported MoS2 nanoflakes, 50 keV, 0.105 A/px, 3-image focal series (Table 1 ranges); CPU-trained demo network (scripts/train_shipped_mos2.sh)" \
     --evaluate "$WORK/val.zarr"
 echo ">> done in $(( $(date +%s) - start )) s: $MODELS_DIR/mos2.onnx, $MODELS_DIR/mos2.json;" \
-     "evaluation plots in $MODELS_DIR/mos2_evaluation/, learning curve in $WORK/run/learning_curve.png"
+     "evaluation plots in $WORK/run/evaluation_mos2/, learning curve in $WORK/run/learning_curve.png"

@@ -192,7 +192,8 @@ def _run_export(args) -> int:
     if args.evaluate:
         from .evaluate import evaluate
 
-        summary = evaluate(src, args.evaluate, Path(args.out) / f"{args.name}_evaluation",
+        # plots and summary go next to the checkpoint, not into the models folder
+        summary = evaluate(src, args.evaluate, src.parent / f"evaluation_{args.name}",
                            max_samples=args.max_samples)
         metrics = {k: summary.get(k) for k in ("rmse_real", "rmse_imag", "delta",
                                                "peak_error_pm", "yscramble_rmse_real",
