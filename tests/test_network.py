@@ -86,3 +86,14 @@ def test_saved_model_reloads_with_custom_layer(tmp_path):
     again = keras.models.load_model(tmp_path / "m.keras", custom_objects=custom_objects())
     x = np.random.default_rng(2).standard_normal((1, 16, 24, 2)).astype("float32")
     np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(again(x)))
+
+
+def test_cli_parser_does_not_import_keras():
+    """`exitwave-train simulate` must not pay for (or need) TensorFlow/Keras."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from exitwave_training import cli; cli.build_parser(); "
+            "print('keras' in sys.modules, 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

@@ -102,7 +102,7 @@ def _run_simulate(args) -> int:
 
 # --- train (owner: network/training) -----------------------------------------------------
 def _add_train(subparsers) -> None:
-    from .network import PRESETS
+    from .presets import PRESETS
 
     p = subparsers.add_parser(
         "train", help="train a network on a simulated data set (resumable)",
@@ -137,7 +137,7 @@ def _add_train(subparsers) -> None:
 
 
 def _run_train(args) -> int:
-    from .network import PRESETS
+    from .presets import PRESETS
     from .train import EXIT_UNFINISHED, TrainConfig, train
 
     net = dict(PRESETS[args.preset], n_images=args.n_images)

@@ -60,12 +60,7 @@ class NetworkConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-PRESETS: dict[str, dict[str, int]] = {
-    "paper": dict(depth=4, base_filters=32),
-    "medium": dict(depth=3, base_filters=16),
-    "small": dict(depth=2, base_filters=8),  # trains on a laptop CPU in minutes
-    "tiny": dict(depth=2, base_filters=4),  # tests
-}
+from .presets import PRESETS  # noqa: E402  (re-exported; Keras-free module)
 
 
 def size_multiple(depth: int) -> int:
