@@ -118,8 +118,9 @@ def test_slow_writes_and_bursts_every_series_exactly_once_no_partial_read(tmp_pa
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     reader, recon = RecordingReader(), FakeReconstruct()
+    # settle 0.5 s: ~15x the writer's pause between chunks, margin for a loaded CI machine
     w = FolderWatcher(src, out, Grouping("count", n_images=3), recon, poll_interval=0.2,
-                      reader=reader)
+                      settle=0.5, reader=reader)
     done = []
     w.series_done.connect(done.append)
 
