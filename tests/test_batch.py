@@ -118,3 +118,18 @@ def test_same_stem_in_two_folders_gets_two_outputs(series_folder, tmp_path):
                     reconstruct_fn=fake_reconstruct, reader=tiff_reader)
     assert [r.output.split("/")[-1] for r in res] == ["s0.npy", "s0_2.npy"]
     assert not np.array_equal(np.load(res[0].output), np.load(res[1].output))
+
+
+def test_existing_cluster_by_scheduler_address(series_folder, tmp_path):
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        res = run_batch(str(series_folder / "s[0-2].tif"), tmp_path / "o",
+                        reconstruct_fn=fake_reconstruct, reader=tiff_reader,
+                        scheduler=cluster.scheduler_address)  # backend "auto" -> dask
+        ref = run_batch(str(series_folder / "s[0-2].tif"), tmp_path / "ref",
+                        reconstruct_fn=fake_reconstruct, reader=tiff_reader)
+    assert [r.status for r in res] == ["done"] * 3
+    for a, b in zip(res, ref):
+        np.testing.assert_array_equal(np.load(a.output), np.load(b.output))
