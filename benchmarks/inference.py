@@ -315,7 +315,8 @@ def main(argv=None) -> int:
     ap.add_argument("--whole-max", type=int, default=1024,
                     help="largest size for the whole-frame ONNX call")
     ap.add_argument("--memory-size", type=int, default=None,
-                    help="size for the peak-memory probe (default: the largest of --sizes; 0: skip)")
+                    help="size for the peak-memory probe (default: the largest of --sizes; "
+                         "0: skip)")
     ap.add_argument("--json", help="write all results to this JSON file")
     args = ap.parse_args(argv)
 

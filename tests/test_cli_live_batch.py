@@ -1,4 +1,4 @@
-"""`napari-exitwave watch` and `batch` end to end, through the real reconstruct path (tiny ONNX net)."""
+"""`napari-exitwave watch` and `batch` end to end, through the real reconstruct path (tiny net)."""
 
 from __future__ import annotations
 

@@ -241,7 +241,7 @@ def test_grouping_by_pattern(tmp_path):
 
 
 def test_grouping_by_defocus_reset_with_the_real_reader(tmp_path):
-    """Defoci from the files' metadata (io.write_series_tiff / io.read_image), one image per file."""
+    """Defoci from the files' metadata (io.write_series_tiff / io.read_image), one image a file."""
     from napari_exitwave.io import write_series_tiff
 
     src, out = tmp_path / "in", tmp_path / "out"

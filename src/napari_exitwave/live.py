@@ -45,8 +45,9 @@ the files that were not yet consumed.
 
 Outputs per series (see :func:`write_reconstruction`): ``<series>.npy`` (complex64 exit wave),
 ``<series>.tif`` (:func:`napari_exitwave.io.write_exit_wave_tiff`: real and imaginary part as
-two float32 channels, calibrated; :func:`napari_exitwave.io.read_exit_wave` reads it back) and ``<series>.json`` (sampling in A/px, method, model, device, timings, warnings, source
-files).
+two float32 channels, calibrated; :func:`napari_exitwave.io.read_exit_wave` reads it back),
+``<series>.json`` (sampling in A/px, method, model, device, timings, warnings, source files) and,
+with ``peaks``, ``<series>_peaks.csv``.
 """
 
 from __future__ import annotations
@@ -312,8 +313,8 @@ def _combine(items: Sequence[_Item]):
     meta["files"] = [it.name for it in items]
     if len(samplings) > 1:
         meta["sampling_mismatch"] = sorted(str(v) for v in samplings)
-    fields = {"images": images, "defocus": defoci, "metadata": meta,
-              "source": ";".join(str(getattr(s, "source", it.name)) for s, it in zip(series, items))}
+    source = ";".join(str(getattr(s, "source", it.name)) for s, it in zip(series, items))
+    fields = {"images": images, "defocus": defoci, "metadata": meta, "source": source}
     if len(series) == 1 and dataclasses.is_dataclass(first):
         return dataclasses.replace(first, metadata=meta)
     if dataclasses.is_dataclass(first):
