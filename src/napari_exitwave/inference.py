@@ -417,9 +417,14 @@ class OnnxReconstructor:
         if isinstance(shape[-1], int) and shape[-1] != self.card.n_images:
             raise ModelError(f"model {self.card.name!r}: the network takes {shape[-1]} images "
                              f"but its card says {self.card.n_images}; fix the card")
-        self._max_batch = shape[0] if isinstance(shape[0], int) else 4
         if self.device != "CPU":
             self._check_device(ort, opts, providers)
+        # Tiles per call: batching feeds a GPU, but on the CPU it gains no speed and multiplies
+        # the activation memory (measured in benchmarks/inference.py), so one tile at a time.
+        if isinstance(shape[0], int):
+            self._max_batch = shape[0]
+        else:
+            self._max_batch = 1 if self.device == "CPU" else 4
 
     def _check_device(self, ort, opts, providers) -> None:
         """Run a small input once on the GPU; if that fails (cuDNN mismatch, out of memory...),

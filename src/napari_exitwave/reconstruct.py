@@ -140,7 +140,7 @@ def reconstruct_series(series, model=None, *, method: str = "network", align: bo
                        focal_spread: float | None = None,
                        progress: Callable[[float, str], None] | None = None,
                        cancel: Callable[[], bool] | None = None,
-                       sampling: float | None = None, tile: int | str = 512, overlap: int = 64,
+                       sampling: float | None = None, tile: int | str = "auto", overlap: int = 64,
                        providers="auto", strict: bool = False, energy: float | None = None,
                        **traditional_kwargs) -> Reconstruction:
     """Reconstruct the exit wave of a focal series.
@@ -166,9 +166,9 @@ def reconstruct_series(series, model=None, *, method: str = "network", align: bo
         Polled between stages and tiles; True raises :class:`ReconstructionCancelled`.
     sampling : float, optional
         Pixel size of the series in A/px, overriding the file's calibration.
-    tile, overlap : int
-        Tiling of the network inference (px at the network's pixel size); ``tile="auto"``
-        runs frames up to 1024 px in one pass and larger ones in 512 px tiles.
+    tile, overlap : int or "auto", int
+        Tiling of the network inference (px at the network's pixel size); the default
+        ``tile="auto"`` runs frames up to 1024 px in one pass and larger ones in 512 px tiles.
     providers : "auto", "cpu", "cuda" or list
         ONNX Runtime providers (see :class:`~napari_exitwave.inference.OnnxReconstructor`).
     strict : bool
