@@ -474,12 +474,8 @@ class ReconstructionWidget(QWidget):
         method = self.method()
         align = self.align_check.isChecked()
         if method == "network":
-            from ..live import auto_tile  # one pass up to ~1k px, as live/batch
-
             providers = self.device_combo.currentData()
-            jobs = [dict(model=c, method="network", align=align, providers=providers,
-                         tile=auto_tile(series.images.shape, series.sampling, c.sampling,
-                                        c.size_multiple))
+            jobs = [dict(model=c, method="network", align=align, providers=providers)
                     for c in self.selected_cards()]
         else:
             jobs = [dict(model=None, method=method, align=align, defocus=self.defocus_values(),
