@@ -666,8 +666,8 @@ def _esc(text) -> str:
 
 def card_html(card) -> str:
     """Short HTML description of a model card for the widget."""
-    rows = [f"<b>{_esc(card.name)}</b>" + (f" – {_esc(card.description)}"
-                                            if card.description else "")]
+    desc = card.description if len(card.description) <= 70 else card.description[:67] + "…"
+    rows = [f"<b>{_esc(card.name)}</b>" + (f" – {_esc(desc)}" if desc else "")]
     s = f"{card.sampling:.4g} Å/px" if card.sampling else "pixel size unknown"
     step = f", step {card.defocus_step:g} Å" if card.defocus_step else ""
     rows.append(f"{card.n_images} images, {s}{step}, {card.energy / 1e3:g} keV")
