@@ -116,6 +116,7 @@ def test_read_folder_and_exit_wave(tmp_path):
 def test_dm_samples_open(name):
     files = {p.name: p for p in dm_samples()}
     if name not in files:
+        assert not os.environ.get("CI"), "DM sample files must be found in CI (../shared/dm-samples)"
         pytest.skip("DM sample files not found (tests/data or $NAPARI_EXITWAVE_DM_SAMPLES)")
     path = files[name]
     from rsciio.digitalmicrograph import file_reader
