@@ -19,13 +19,14 @@ input and output, so the plugin feeds it exactly like the float32 model.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from napari_exitwave.inference import sha256_file  # the one digest the plugin checks cards with
 
 __all__ = ["export_onnx", "sha256_file", "write_model_card", "read_model_card", "onnx_parity",
            "export_checkpoint", "CARD_FORMAT_VERSION"]
@@ -142,15 +143,6 @@ def _config_of(model):
     depth = sum(1 for layer in model.layers if layer.name.startswith("pool"))
     base = int(model.get_layer("down0_1_conv").filters)
     return NetworkConfig(n_images=n_images, depth=depth, base_filters=base)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _card_fields(onnx_path: Path, **fields) -> dict[str, Any]:

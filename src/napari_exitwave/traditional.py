@@ -322,6 +322,21 @@ def _prepare(images, sampling, defocus, Cs, focal_spread, energy, aberrations, n
             sampling, d, dtype, b)
 
 
+def _setup(images, sampling, defocus, Cs, focal_spread, energy, aberrations, normalize, align,
+           xp, dtype, blur, mtf, wiener_eps):
+    """What Wiener and GS share: validated arrays and transfer functions on the chosen device,
+    and the regularisation resolved ("auto" estimated from the images) and recorded."""
+    global last_wiener_eps
+    wiener_eps = _check_eps(wiener_eps)
+    xp, imgs, h, s_, d, dt, b = _prepare(images, sampling, defocus, Cs, focal_spread, energy,
+                                         aberrations, normalize, align, xp, dtype, blur, mtf)
+    _set_device(xp)
+    if wiener_eps == "auto":
+        wiener_eps = _auto_eps(xp, imgs, h, b, s_, mtf)
+    last_wiener_eps = wiener_eps
+    return xp, imgs, h, s_, d, dt, b, wiener_eps
+
+
 def _check_cancel(cancel):
     if cancel is not None and cancel():
         raise ReconstructionCancelled("reconstruction cancelled")
@@ -449,14 +464,9 @@ def wiener_reconstruction(images, sampling: float, defocus: Sequence[float], *, 
     -------
     complex ndarray (ny, nx): ``1 + s``, vacuum = 1 + 0j.
     """
-    wiener_eps = _check_eps(wiener_eps)
-    xp, imgs, h, s_, *_, b = _prepare(images, sampling, defocus, Cs, focal_spread, energy,
-                                      aberrations, normalize, align, xp, dtype, blur, mtf)
-    _set_device(xp)
-    if wiener_eps == "auto":
-        wiener_eps = _auto_eps(xp, imgs, h, b, s_, mtf)
-    global last_wiener_eps
-    last_wiener_eps = wiener_eps
+    xp, imgs, h, s_, _, _, b, wiener_eps = _setup(
+        images, sampling, defocus, Cs, focal_spread, energy, aberrations, normalize, align, xp,
+        dtype, blur, mtf, wiener_eps)
     spec = _wiener_spectrum(xp, imgs, h if b is None else h * b, wiener_eps)
     return _to_numpy(1 + _ifft2(xp, spec))
 
@@ -530,14 +540,9 @@ def gerchberg_saxton(images, sampling: float, defocus: Sequence[float], *, Cs: f
         raise ExitWaveError(f"n_iter must be >= 0, got {n_iter}")
     if not (math.isfinite(envelope_cutoff) and 0 <= envelope_cutoff < 1):
         raise ExitWaveError(f"envelope_cutoff must be in [0, 1), got {envelope_cutoff}")
-    wiener_eps = _check_eps(wiener_eps)
-    xp, imgs, h, s_, _, dt, b = _prepare(images, sampling, defocus, Cs, focal_spread, energy,
-                                         aberrations, normalize, align, xp, dtype, blur, mtf)
-    _set_device(xp)
-    if wiener_eps == "auto":
-        wiener_eps = _auto_eps(xp, imgs, h, b, s_, mtf)
-    global last_wiener_eps
-    last_wiener_eps = wiener_eps
+    xp, imgs, h, s_, _, dt, b, wiener_eps = _setup(
+        images, sampling, defocus, Cs, focal_spread, energy, aberrations, normalize, align, xp,
+        dtype, blur, mtf, wiener_eps)
     n = imgs.shape[0]
     if initial is None:
         spec = _wiener_spectrum(xp, imgs, h if b is None else h * b, wiener_eps)
