@@ -99,8 +99,13 @@ def prepare_model(args, workdir: Path) -> dict:
             if args.keras and Path(args.keras).exists():
                 from exitwave_training.train import load_checkpoint
 
-                keras_model, _ = load_checkpoint(args.keras)
-                how = f"Keras anchor: checkpoint {args.keras}"
+                # a run directory: the best checkpoint, the one `exitwave-train export` ships
+                # (comparing against last.keras measures two different networks, not the export)
+                anchor = Path(args.keras)
+                if anchor.is_dir():
+                    anchor = anchor / "best.keras"
+                keras_model, _ = load_checkpoint(anchor)
+                how = f"Keras anchor: checkpoint {anchor}"
             elif cfg is not None:
                 keras_model = build_network(cfg)
                 how = f"Keras anchor: untrained network of the same architecture {cfg.to_dict()}"
