@@ -173,8 +173,10 @@ class ModelCard:
         """One line for listings."""
         s = f"{self.sampling:.4g} A/px" if self.sampling else "sampling unknown"
         step = f", step {self.defocus_step:g} A" if self.defocus_step else ""
-        med = self.metrics.get("rmse_real") if isinstance(self.metrics, dict) else None
-        m = f", val. RMSE {med:.4g}" if isinstance(med, (int, float)) else ""
+        mt = self.metrics if isinstance(self.metrics, dict) else {}
+        parts = [f"{k.split('_')[1]} {mt[k]:.3g}" for k in ("rmse_real", "rmse_imag")
+                 if isinstance(mt.get(k), (int, float))]
+        m = f", val. RMSE {' / '.join(parts)}" if parts else ""
         return (f"{self.name}: {self.n_images} images, {s}{step}, {self.energy / 1e3:g} keV{m}"
                 f" - {self.description}")
 
