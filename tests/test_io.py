@@ -229,6 +229,19 @@ def test_folder_series_natural_order_and_defocus_from_names(tmp_path):
     assert s.sampling == pytest.approx(0.1)  # 100 px/nm
 
 
+def test_folder_series_in_defocus_order_when_names_sort_otherwise(tmp_path):
+    """As text, img_df-50 < img_df0 < img_df50 does not hold ("-" vs digits): defocus decides."""
+    d = tmp_path / "series"
+    d.mkdir()
+    values = {"img_df50A.tif": 3.0, "img_df-50A.tif": 1.0, "img_df0A.tif": 2.0}
+    for name, v in values.items():
+        tifffile.imwrite(d / name, np.full((8, 8), v, np.float32))
+    s = read_series(d)
+    assert s.defocus == [-50.0, 0.0, 50.0]
+    np.testing.assert_array_equal(s.images[:, 0, 0], [1.0, 2.0, 3.0])
+    assert s.metadata["files"] == ["img_df-50A.tif", "img_df0A.tif", "img_df50A.tif"]
+
+
 def test_folder_series_defocus_from_our_metadata_and_errors(tmp_path):
     d = tmp_path / "ours"
     d.mkdir()

@@ -8,7 +8,8 @@ Readers
   file's dimension calibrations;
 - a TIFF, OME-TIFF or ImageJ stack (via tifffile): pixel size from our own metadata, the OME
   ``PhysicalSizeX``, the ImageJ ``unit`` + resolution, or the FEI/Thermo ``PixelWidth``;
-- a folder of single 2-D images (TIFF/DM3/DM4/NPY), sorted naturally (``img2`` before ``img10``).
+- a folder of single 2-D images (TIFF/DM3/DM4/NPY), sorted naturally (``img2`` before ``img10``),
+  or by increasing defocus when every image has one (metadata or ``df-5nm`` in the name).
 
 Pixel sizes are converted to Angstrom (``sampling`` in A/px; ``None`` when the file carries no
 usable calibration). Defocus values (A, abTEM convention ``defocus = -C10``) are taken from the
@@ -453,6 +454,12 @@ def _read_folder(path: Path, allow_nonfinite: bool):
         defocus = [_defocus_from_name(f.name) for f in files]
     if any(d is None for d in defocus):
         defocus = None
+    else:
+        # A focal series runs in increasing defocus (the order the networks are trained on),
+        # whatever the file names sort to (img_df-50, img_df0, img_df50 sort as text otherwise).
+        order = sorted(range(len(files)), key=lambda i: defocus[i])
+        files, singles = [files[i] for i in order], [singles[i] for i in order]
+        defocus = [defocus[i] for i in order]
     meta = {"format": "folder", "files": [f.name for f in files],
             "file_metadata": [s.metadata for s in singles]}
     energy = singles[0].metadata.get("energy")
