@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import os
 
 import numpy as np
@@ -11,21 +10,14 @@ import pytest
 import tifffile
 
 from napari_exitwave.batch import find_inputs, run_batch, summary_table
+from napari_exitwave.io import FocalSeries
 
 
-@dataclasses.dataclass
-class _Series:
-    images: np.ndarray
-    sampling: float | None
-    units: str
-    defocus: list | None
-    metadata: dict
-    source: str
 
 
 def tiff_reader(path):
     """Module level, so that spawned worker processes can unpickle it."""
-    return _Series(tifffile.imread(path).astype(np.float32), 0.1, "A", None, {}, str(path))
+    return FocalSeries(tifffile.imread(path).astype(np.float32), 0.1, "A", None, {}, str(path))
 
 
 class _Rec:

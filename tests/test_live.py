@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import threading
@@ -14,21 +13,12 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_exitwave.io import FocalSeries
 from napari_exitwave.live import FolderWatcher, Grouping
 
 NY = NX = 32
 
 
-@dataclasses.dataclass
-class _Series:
-    """Stand-in for io.FocalSeries, so these tests do not depend on the readers."""
-
-    images: np.ndarray
-    sampling: float | None
-    units: str
-    defocus: list | None
-    metadata: dict
-    source: str
 
 
 class RecordingReader:
@@ -52,7 +42,7 @@ class RecordingReader:
         with self.lock:
             self.reads[name] += 1
         d = meta.get("defocus")
-        return _Series(images, 0.1, "A", None if d is None else list(np.atleast_1d(d)),
+        return FocalSeries(images, 0.1, "A", None if d is None else list(np.atleast_1d(d)),
                        {}, str(path))
 
 
