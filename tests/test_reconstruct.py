@@ -147,3 +147,19 @@ def test_traditional_path_delegates():
     rec = reconstruct_series(s, method="wiener", align=False)
     assert rec.method == "wiener" and rec.exit_wave.shape == (64, 64)
     assert rec.sampling == 0.2 and "reconstruct" in rec.timings
+
+
+def test_network_gets_its_images_in_increasing_defocus(tiny):
+    card, _ = tiny
+    s = _series()
+    ref = reconstruct_series(s, card, align=False)
+    rev = FocalSeries(s.images[::-1].copy(), sampling=s.sampling, defocus=s.defocus[::-1],
+                      source="test")
+    out = reconstruct_series(rev, card, align=False)
+    np.testing.assert_allclose(out.exit_wave, ref.exit_wave, atol=1e-6)
+    assert any("defocus decreases" in w for w in out.warnings)
+    assert not any("defocus decreases" in w for w in ref.warnings)
+    # the network does depend on the order: without defoci the file order is kept
+    unknown = FocalSeries(s.images[::-1].copy(), sampling=s.sampling, defocus=None, source="test")
+    assert not np.allclose(reconstruct_series(unknown, card, align=False).exit_wave,
+                           ref.exit_wave, atol=1e-3)

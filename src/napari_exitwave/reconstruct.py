@@ -224,6 +224,14 @@ def reconstruct_series(series, model=None, *, method: str = "network", align: bo
     if not np.all(np.isfinite(images)):
         raise SeriesMismatchError("the series contains NaN or infinite pixels; replace them "
                                   "first")
+    if method == "network" and d is not None and np.any(np.diff(d) < 0):
+        # The networks take their images in increasing defocus (the order they were trained on);
+        # GS and Wiener pair each image with its own defocus and need no reordering.
+        # (validate_series has said so in the warnings)
+        order = np.argsort(d, kind="stable")
+        images = images[order]
+        d = [d[i] for i in order]
+        meta["defocus"] = d
 
     # 1. align
     shifts = np.zeros((series.n_images, 2))

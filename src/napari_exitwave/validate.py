@@ -89,14 +89,16 @@ def validate_series(series, card, *, defocus: Sequence[float] | None = None,
         if len(d) != n:
             raise SeriesMismatchError(f"{len(d)} defocus values were given for {n} images")
         if n > 1 and card.defocus_step:
-            steps = np.diff(np.asarray(d, dtype=float))
-            step = float(np.mean(steps))
-            if step < 0 < card.defocus_step:
+            dv = np.asarray(d, dtype=float)
+            # reconstruct_series hands the images to the network in increasing defocus
+            step = float(np.mean(np.diff(np.sort(dv))))
+            if np.any(np.diff(dv) < 0):
                 warnings.append(
-                    f"the defocus decreases through the series (step {step:g} A) but the network "
-                    "was trained on increasing defocus (abTEM convention, defocus = -C10): "
-                    "reverse the stack, or check the sign of the defocus values")
-            elif abs(abs(step) - card.defocus_step) > 0.25 * card.defocus_step:
+                    "the defocus decreases through the series "
+                    f"({', '.join(f'{v:g}' for v in dv)} A); the network was trained on increasing "
+                    "defocus (abTEM convention, defocus = -C10), so it is given the images in that "
+                    "order: check the sign of the defocus values if this is unexpected")
+            if abs(step - card.defocus_step) > 0.25 * card.defocus_step:
                 warnings.append(
                     f"the defocus step of the series ({step:g} A) differs from the network's "
                     f"({card.defocus_step:g} A); the reconstruction may be poor")
