@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import ModelError, ReconstructionCancelled
+from .io import json_default
 
 __all__ = [
     "ModelCard",
@@ -144,7 +145,7 @@ class ModelCard:
         if json_path is None:
             json_path = self.path or self.onnx_path.with_suffix(".json")
         json_path = Path(json_path)
-        json_path.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n",
+        json_path.write_text(json.dumps(self.to_dict(), indent=2, default=json_default) + "\n",
                              encoding="utf-8")
         self.path = json_path
         return json_path
@@ -179,14 +180,6 @@ class ModelCard:
         m = f", val. RMSE {' / '.join(parts)}" if parts else ""
         return (f"{self.name}: {self.n_images} images, {s}{step}, {self.energy / 1e3:g} keV{m}"
                 f" - {self.description}")
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, (np.ndarray,)):
-        return o.tolist()
-    return str(o)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -185,7 +185,9 @@ def _check_finite(images: np.ndarray, source: str) -> None:
             "before reconstructing")
 
 
-def _json_default(o):
+def json_default(o):
+    """``json.dumps(..., default=json_default)``: numpy scalars and arrays as Python values,
+    anything else (paths, ...) as its string."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -196,7 +198,7 @@ def _json_default(o):
 
 
 def _dumps(d: dict) -> str:
-    return json.dumps(d, default=_json_default, ensure_ascii=True)
+    return json.dumps(d, default=json_default, ensure_ascii=True)
 
 
 def _finish(images: np.ndarray, sampling, units_in, scale_in, defocus, metadata, source,

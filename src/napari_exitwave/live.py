@@ -67,6 +67,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .io import json_default
+
 __all__ = [
     "Grouping",
     "SeriesResult",
@@ -113,16 +115,6 @@ def _atomic_save(path: Path, save: Callable[[Path], None]) -> None:
 def _safe_name(text: str) -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")
     return name or "series"
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
 
 
 def write_reconstruction(rec: Any, out: str | os.PathLike, stem: str,
@@ -177,7 +169,7 @@ def write_reconstruction(rec: Any, out: str | os.PathLike, stem: str,
     from napari_exitwave.io import write_exit_wave_tiff
 
     _atomic_save(tif, lambda p: write_exit_wave_tiff(p, wave, sampling, metadata=meta))
-    atomic_write_text(js, json.dumps(meta, indent=2, default=_json_default))
+    atomic_write_text(js, json.dumps(meta, indent=2, default=json_default))
     return [str(npy), str(tif), str(js)] + written
 
 
@@ -430,13 +422,13 @@ class FolderWatcher:
 
     def _save_ledger(self) -> None:
         atomic_write_text(self.ledger_path, json.dumps(self._ledger, indent=1,
-                                                       default=_json_default))
+                                                       default=json_default))
 
     def _report_error(self, kind: str, name: str, message: str) -> None:
         log.error("live watcher: %s %s: %s", kind, name, message)
         entry = {"time": _now_iso(), "kind": kind, "name": name, "error": message}
         with open(self.errors_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry, default=_json_default) + "\n")
+            f.write(json.dumps(entry, default=json_default) + "\n")
 
     @property
     def finished_series(self) -> dict[str, dict]:
