@@ -47,6 +47,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from napari_exitwave import physics, traditional
+from traditional import update_block  # benchmarks/traditional.py: the docs/ block writer
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "traditional.md"
@@ -233,16 +234,6 @@ def ablation(sample, sampling, args, rmse) -> str:
     return "\n".join(out)
 
 
-def update_block(path: Path, text: str) -> None:
-    doc = path.read_text() if path.exists() else "# Traditional exit-wave reconstruction\n"
-    block = f"{START}\n{text.rstrip()}\n{END}"
-    if START in doc and END in doc:
-        doc = doc[:doc.index(START)] + block + doc[doc.index(END) + len(END):]
-    else:
-        doc = doc.rstrip() + "\n\n" + block + "\n"
-    path.write_text(doc)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None,
@@ -407,7 +398,7 @@ def main(argv=None) -> int:
         for pc in picks:
             lines.append(f"![{pc}th percentile](images/traditional_p{pc}.png)")
         lines.append("![GS error](images/traditional_gs_error.png)")
-        update_block(doc, "\n".join(lines))
+        update_block(doc, "\n".join(lines), START, END)
         doc.with_name("traditional_results.json").write_text(json.dumps(
             {"date": date, "note": net_note, "picks": picks, "results": results}, indent=1))
     print("\n".join(lines))

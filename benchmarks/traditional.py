@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 
@@ -50,18 +51,19 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _update_doc(text: str) -> None:
-    from pathlib import Path
+DOC = Path(__file__).resolve().parents[1] / "docs" / "traditional.md"
 
-    doc = Path(__file__).resolve().parents[1] / "docs" / "traditional.md"
-    start, end = "<!-- benchmark_traditional:start -->", "<!-- benchmark_traditional:end -->"
-    s = doc.read_text() if doc.exists() else "# Traditional exit-wave reconstruction\n"
+
+def update_block(path: Path, text: str, start: str, end: str) -> None:
+    """Replace the text between the markers ``start`` and ``end`` of a Markdown file (appended,
+    with its markers, where they are missing). Both traditional benchmarks write docs/ this way."""
+    doc = path.read_text() if path.exists() else "# Traditional exit-wave reconstruction\n"
     block = f"{start}\n{text.rstrip()}\n{end}"
-    if start in s and end in s:
-        s = s[:s.index(start)] + block + s[s.index(end) + len(end):]
+    if start in doc and end in doc:
+        doc = doc[:doc.index(start)] + block + doc[doc.index(end) + len(end):]
     else:
-        s = s.rstrip() + "\n\n" + block + "\n"
-    doc.write_text(s)
+        doc = doc.rstrip() + "\n\n" + block + "\n"
+    path.write_text(doc)
 
 
 def main(argv=None) -> int:
@@ -120,7 +122,8 @@ def main(argv=None) -> int:
                      f"{r['dtype']} | {r['s_per_iteration']:.3f} | {r['wiener_s']:.3f} |")
     print("\n" + "\n".join(lines))
     if args.write:
-        _update_doc("\n".join(lines))
+        update_block(DOC, "\n".join(lines), "<!-- benchmark_traditional:start -->",
+                     "<!-- benchmark_traditional:end -->")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"date": date, "machine": machine, "rows": rows}, f, indent=1)

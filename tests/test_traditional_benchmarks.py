@@ -14,6 +14,7 @@ from napari_exitwave import physics
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(BENCH))  # as when a script runs: compare_traditional imports traditional
 
 
 def _load(name):
