@@ -1,10 +1,13 @@
-"""Write the plugin's sample data: a simulated MoS2 nanoflake focal series and its truth.
+"""Write the plugin's sample data: simulated focal series and their truth.
 
 Run from the repository root (needs the ``training`` extra: abTEM, ASE)::
 
-    python scripts/make_sample_data.py            # writes src/napari_exitwave/data/
+    python scripts/make_sample_data.py                              # the MoS2 sample
+    python scripts/make_sample_data.py --sample mos2-graphene-022   # MoS2/graphene, 0.22 A/px
 
-Files written (all at 0.105 A/px, 256 x 256 px, a 26.9 A field of view):
+Files written for ``--sample mos2`` (0.105 A/px, 256 x 256 px, a 26.9 A field of view); the
+``mos2-graphene-022`` sample (0.22 A/px, 128 x 128 px, 28.2 A, MoS2 on graphene) writes the same
+files with the prefix ``sample_mosg22_`` instead of ``sample_``:
 
 - ``sample_series.tif``: 3 float32 images (vacuum ~1), an ImageJ hyperstack. The pixel size is
   the ImageJ calibration (nm, which Fiji shows) and, exactly in A, with the defoci (A, abTEM
@@ -39,8 +42,15 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "napari_exitwave" / "data"
 
 SEED = 7
-SIZE = 256
-SAMPLING = 0.105
+SAMPLES = {  # name -> structure family, size (px), pixel size (A/px), file prefix
+    "mos2": dict(dataset="mos2", size=256, sampling=0.105, prefix="sample",
+                 description="simulated MoS2 nanoflake (abTEM multislice, 50 keV), "
+                             "3-image focal series"),
+    "mos2-graphene-022": dict(dataset="mos2-graphene", size=128, sampling=0.22,
+                              prefix="sample_mosg22",
+                              description="simulated MoS2 nanoflake on graphene at 0.22 A/px "
+                                          "(abTEM multislice, 50 keV), 3-image focal series"),
+}
 DEFOCI = (-60.0, -10.0, 40.0)  # A, abTEM convention (defocus = -C10), 5 nm steps
 MICROSCOPE = dict(
     Cs=-8e4,  # -8 um
@@ -54,24 +64,26 @@ MICROSCOPE = dict(
 )
 
 
-def make(out: Path = OUT, seed: int = SEED) -> dict:
+def make(out: Path = OUT, seed: int = SEED, sample: str = "mos2") -> dict:
     from exitwave_training.exitwave import ExitWaveConfig, simulate_exit_wave
     from exitwave_training.structures import StructureConfig, make_structure
     from napari_exitwave import io, physics
 
-    structure_config = StructureConfig(dataset="mos2", size=SIZE, sampling=SAMPLING,
-                                       flake_fraction=(0.85, 1.0))
+    spec = SAMPLES[sample]
+    sampling, prefix = spec["sampling"], spec["prefix"]
+    structure_config = StructureConfig(dataset=spec["dataset"], size=spec["size"],
+                                       sampling=sampling, flake_fraction=(0.85, 1.0))
     rng = np.random.default_rng(seed)
     structure = make_structure(structure_config, rng)
     exitwave_config = ExitWaveConfig(device="cpu")
-    ew = simulate_exit_wave(structure.atoms, SAMPLING, exitwave_config)
+    ew = simulate_exit_wave(structure.atoms, sampling, exitwave_config)
     params = [physics.MicroscopeParameters(defocus=d, **MICROSCOPE) for d in DEFOCI]
-    images = physics.simulate_focal_series(ew.wave, SAMPLING, params, None,
+    images = physics.simulate_focal_series(ew.wave, sampling, params, None,
                                            np.random.default_rng(seed + 1)).astype(np.float32)
 
     out.mkdir(parents=True, exist_ok=True)
     info = {
-        "description": "simulated MoS2 nanoflake (abTEM multislice, 50 keV), 3-image focal series",
+        "description": spec["description"],
         "generator": "scripts/make_sample_data.py",
         "seed": seed,
         "microscope": [p.to_dict() for p in params],
@@ -82,18 +94,18 @@ def make(out: Path = OUT, seed: int = SEED) -> dict:
         "exitwave_config": exitwave_config.to_dict(),
         "target": "exit wave folded with a 0.15 A Gaussian, vacuum = 1",
     }
-    io.write_series_tiff(out / "sample_series.tif", images, sampling=SAMPLING, defocus=DEFOCI,
+    io.write_series_tiff(out / f"{prefix}_series.tif", images, sampling=sampling, defocus=DEFOCI,
                          metadata={"microscope": info["microscope"], "seed": seed,
                                    "description": info["description"]})
-    io.write_exit_wave_tiff(out / "sample_exit_wave.tif", ew.target, SAMPLING,
+    io.write_exit_wave_tiff(out / f"{prefix}_exit_wave.tif", ew.target, sampling,
                             metadata={"description": info["target"], "seed": seed})
-    np.save(out / "sample_exit_wave.npy", ew.target.astype(np.complex64))
-    with open(out / "sample_columns.csv", "w", newline="") as fh:
+    np.save(out / f"{prefix}_exit_wave.npy", ew.target.astype(np.complex64))
+    with open(out / f"{prefix}_columns.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["x_A", "y_A", "row", "col", "label"])
         for (x, y), lab in zip(structure.columns_xy, structure.columns_label):
-            w.writerow([f"{x:.4f}", f"{y:.4f}", f"{y / SAMPLING:.3f}", f"{x / SAMPLING:.3f}", lab])
-    with open(out / "sample_parameters.json", "w") as fh:
+            w.writerow([f"{x:.4f}", f"{y:.4f}", f"{y / sampling:.3f}", f"{x / sampling:.3f}", lab])
+    with open(out / f"{prefix}_parameters.json", "w") as fh:
         json.dump(info, fh, indent=1, default=float)
     return info
 
@@ -102,9 +114,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=OUT, help=f"output folder (default: {OUT})")
     p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--sample", choices=sorted(SAMPLES), default="mos2")
     args = p.parse_args(argv)
-    info = make(args.out, args.seed)
-    files = sorted(args.out.glob("sample_*"))
+    info = make(args.out, args.seed, args.sample)
+    files = sorted(args.out.glob(SAMPLES[args.sample]["prefix"] + "_[a-z]*"))
     total = sum(f.stat().st_size for f in files)
     for f in files:
         print(f"{f.stat().st_size / 1e3:8.1f} kB  {f}")

@@ -183,9 +183,21 @@ def test_sample_series_if_bundled(setup, tmp_path, capsys):
     assert (DATA_DIR / SAMPLE_SERIES).is_file(), "bundled sample data missing"
     code, out, err = run(["reconstruct", "sample", "--model", setup / "tiny.json", "--force",
                           "--out", tmp_path, "-q", "--no-peaks"], capsys)
-    assert code in (0, 2)  # the tiny net may not take the sample's image count
-    if code == 0:
-        assert (tmp_path / "sample_exit_wave.tif").exists()
+    assert code == 0, err
+    _, sampling, _ = read_exit_wave(tmp_path / "sample_exit_wave.tif")
+    assert sampling == pytest.approx(0.1)  # resampled to the tiny network's pixel size
+
+
+def test_named_sample_series(tmp_path, capsys):
+    """`sample:<name>` opens a bundled sample; the outputs are named after it; bad names fail."""
+    code, out, err = run(["reconstruct", "sample:mos2-graphene-022", "--method", "wiener",
+                          "--Cs", "-8", "--focal-spread", "10", "--out", tmp_path, "-q"], capsys)
+    assert code == 0, err
+    wave, sampling, _ = read_exit_wave(tmp_path / "sample_mos2-graphene-022_exit_wave.tif")
+    assert wave.shape == (128, 128) and sampling == pytest.approx(0.22)
+    code, out, err = run(["reconstruct", "sample:graphite", "--method", "wiener",
+                          "--out", tmp_path, "-q"], capsys)
+    assert code == 2 and "unknown sample 'graphite'" in err and "Traceback" not in err
 
 
 def test_typed_units_reach_the_pipeline(setup, tmp_path, capsys, monkeypatch):

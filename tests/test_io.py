@@ -349,3 +349,20 @@ def test_sample_data_loaders():
     c = np.clip(np.round(cols["col"]).astype(int), 0, 255)
     mo = cols["label"] == "Mo"
     assert np.abs(wave[r[mo], c[mo]] - 1).mean() > 2 * np.abs(wave - 1).mean()
+
+
+def test_low_magnification_sample():
+    """The 0.22 A/px MoS2-on-graphene sample: its own pixel size, graphene columns, truth."""
+    from napari_exitwave import data
+
+    s = data.load_sample_series("mos2-graphene-022")
+    assert s.source == "sample:mos2-graphene-022" and s.images.shape == (3, 128, 128)
+    assert s.sampling == pytest.approx(0.22) and np.all(np.diff(s.defocus) > 0)
+    wave, sampling, _ = data.load_sample_exit_wave("mos2-graphene-022")
+    assert wave.shape == (128, 128) and sampling == pytest.approx(0.22)
+    cols = data.load_sample_columns("mos2-graphene-022")
+    assert {"Mo", "C"} <= set(cols["label"])
+    assert data.sample_for_sampling(0.22) == "mos2-graphene-022"
+    assert data.sample_for_sampling(0.1) == "mos2"
+    with pytest.raises(ValueError, match="bundled: mos2"):
+        data.load_sample_series("graphene")

@@ -44,3 +44,4 @@ def test_wheel_ships_the_manifest_and_its_entry_point(tmp_path):
     assert "napari-exitwave = napari_exitwave:napari.yaml" in entry_points
     assert any(n.startswith("exitwave_training/") for n in names)
     assert "napari_exitwave/data/sample_series.tif" in names
+    assert "napari_exitwave/data/sample_mosg22_series.tif" in names

@@ -182,11 +182,13 @@ def test_sample_data_contribution(pm):
 
     if not (DATA_DIR / SAMPLE_SERIES).is_file():
         pytest.skip("sample series not generated yet (scripts/make_sample_data.py)")
-    contrib = pm.get_manifest(PLUGIN).contributions.sample_data[0]
-    layers = contrib.open()
-    (data, kwargs, kind), = layers
-    assert kind == "image" and data.ndim == 3 and data.shape[0] >= 2
-    assert kwargs["units"][-1] == "angstrom" and 0.01 < kwargs["scale"][-1] < 1.0
+    contribs = {c.key: c for c in pm.get_manifest(PLUGIN).contributions.sample_data}
+    assert set(contribs) == {"mos2_series", "mos2_graphene_022_series"}
+    for key, sampling in (("mos2_series", 0.105), ("mos2_graphene_022_series", 0.22)):
+        (data, kwargs, kind), = contribs[key].open()
+        assert kind == "image" and data.ndim == 3 and data.shape[0] == 3
+        assert kwargs["units"][-1] == "angstrom"
+        assert kwargs["scale"][-1] == pytest.approx(sampling)
 
 
 def test_layer_glue_without_viewer():

@@ -258,8 +258,17 @@ def write_points_csv(path: str, data: Any, attributes: dict) -> list[str]:
 
 def sample_series() -> list:
     """npe2 sample data: the bundled simulated MoS2 focal series (3 images, scale in A)."""
+    return _sample("mos2", "MoS2 focal series (simulated)")
+
+
+def sample_series_mos2_graphene_022() -> list:
+    """npe2 sample data: simulated MoS2 on graphene at 0.22 A/px (3 images, scale in A)."""
+    return _sample("mos2-graphene-022", "MoS2/graphene focal series, 0.22 A/px (simulated)")
+
+
+def _sample(name: str, layer_name: str) -> list:
     from .data import load_sample_series
 
-    series = load_sample_series()
-    data, kwargs, kind = series_layer(series, name="MoS2 focal series (simulated)")
+    series = load_sample_series(name)
+    data, kwargs, kind = series_layer(series, name=layer_name)
     return [(data, kwargs, kind)]

@@ -51,7 +51,8 @@ def _add_reconstruct(subparsers) -> None:
                     "Gerchberg-Saxton / Wiener baseline), and write the exit wave (TIFF + Zarr), "
                     "the atomic-column peaks (CSV) and an Argand plot (PNG).")
     p.add_argument("series", help="DM3/DM4/TIFF stack, folder of single images, or the word "
-                                  "'sample' for the bundled simulated MoS2 series")
+                                  "'sample' for the bundled simulated MoS2 series ("
+                                  "'sample:mos2-graphene-022' for the 0.22 A/px one)")
     p.add_argument("--model", help="network name (see `napari-exitwave models`) or .onnx/.json "
                                    "path; default: mos2 when installed")
     p.add_argument("--out", default="out", help="output folder (default: ./out)")
@@ -90,10 +91,14 @@ def _add_reconstruct(subparsers) -> None:
 def _load_series(spec: str, sampling):
     from .io import read_series
 
-    if spec == "sample" and not Path(spec).exists():
+    if (spec == "sample" or spec.startswith("sample:")) and not Path(spec).exists():
         from .data import load_sample_series
+        from .errors import ExitWaveError
 
-        series = load_sample_series()
+        try:
+            series = load_sample_series(spec.partition(":")[2] or "mos2")
+        except ValueError as e:
+            raise ExitWaveError(str(e)) from None
     else:
         series = read_series(spec)
     if sampling is not None:
@@ -177,7 +182,8 @@ def _cmd_reconstruct(args) -> int:
                              tile=args.tile or "auto", overlap=args.overlap,
                              providers=args.device,
                              strict=not args.force, progress=progress)
-    stem = args.name or ("sample" if series.source == "sample" else Path(series.source).stem)
+    stem = args.name or (series.source.replace(":", "_") if series.source.startswith("sample")
+                         else Path(series.source).stem)
     written = save_outputs(rec, args.out, stem, peaks=not args.no_peaks,
                            min_distance=args.min_distance, threshold=args.threshold)
     s = f"{rec.sampling:.4g} A/px" if rec.sampling else "unknown sampling"
