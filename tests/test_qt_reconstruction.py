@@ -350,3 +350,22 @@ def test_sample_series_end_to_end(qtbot, viewer_widget, tmp_path_factory, which)
         d = np.linalg.norm(true_A[:, None] - found_A[None], axis=-1).min(axis=1)
         assert np.mean(d < 0.3) > 0.8  # most true columns found within 30 pm
         assert np.median(d) < 0.15     # median position error below 15 pm
+
+
+def test_card_text_is_short_lines_with_the_validation_figures():
+    """Every shipped card is shown as short lines (no wrapping, nothing clipped) with its
+    validation RMSE; the full description stays available."""
+    import re
+    from pathlib import Path
+
+    from napari_exitwave._qt.reconstruction import card_html
+    from napari_exitwave.inference import ModelCard
+
+    cards = sorted((Path(__file__).resolve().parents[1] / "models").glob("*.json"))
+    assert cards
+    for path in cards:
+        card = ModelCard.load(path)
+        lines = [re.sub("<[^>]+>", "", line) for line in card_html(card).split("<br>")]
+        assert lines[0] == card.name and len(lines) == 4
+        assert all(len(line) <= 52 for line in lines), lines  # ~ the width of the dock
+        assert f"RMSE im {card.metrics['rmse_imag']:.3g}" in lines[3]

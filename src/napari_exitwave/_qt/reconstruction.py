@@ -136,7 +136,7 @@ class ReconstructionWidget(QWidget):
         form.addRow("Method", self.method_combo)
         self.model_list = QListWidget()
         self.model_list.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.model_list.setMaximumHeight(90)
+        self.model_list.setMaximumHeight(120)  # five shipped networks without scrolling
         self.model_list.setToolTip("Tick one model, or several of the same kind to see their "
                                    "disagreement as an uncertainty layer")
         form.addRow("Models", self.model_list)
@@ -341,7 +341,9 @@ class ReconstructionWidget(QWidget):
         if item is None:
             self.card_label.setText("<i>no model: install one or add an ONNX file</i>")
             return
-        self.card_label.setText(card_html(self.cards[item.data(Qt.UserRole)]))
+        card = self.cards[item.data(Qt.UserRole)]
+        self.card_label.setText(card_html(card))
+        self.card_label.setToolTip(card.description)
 
     # ------------------------------------------------------------------------------ layers
 
@@ -665,19 +667,25 @@ def _esc(text) -> str:
 
 
 def card_html(card) -> str:
-    """Short HTML description of a model card for the widget."""
-    desc = card.description if len(card.description) <= 70 else card.description[:67] + "…"
-    rows = [f"<b>{_esc(card.name)}</b>" + (f" – {_esc(desc)}" if desc else "")]
+    """Short HTML description of a model card for the widget.
+
+    One fact per line, each short enough not to wrap in a docked widget (a word-wrapped rich-text
+    QLabel in a form can be given too little height and clip its last line); the whole
+    description is the label's tooltip.
+    """
+    desc = card.description.split(";")[0].split(",")[0]
+    desc = desc if len(desc) <= 50 else desc[:47] + "…"
+    rows = [f"<b>{_esc(card.name)}</b>"] + ([_esc(desc)] if desc else [])
     s = f"{card.sampling:.4g} Å/px" if card.sampling else "pixel size unknown"
     step = f", step {card.defocus_step:g} Å" if card.defocus_step else ""
     rows.append(f"{card.n_images} images, {s}{step}, {card.energy / 1e3:g} keV")
     m = card.metrics if isinstance(card.metrics, dict) else {}
     parts = []
-    for key, label in (("rmse_real", "RMSE re"), ("rmse_imag", "RMSE im"), ("delta", "Δ"),
-                       ("peak_error_pm", "peaks (pm)")):
+    for key, label, fmt in (("rmse_imag", "RMSE im", ".3g"), ("rmse_real", "re", ".3g"),
+                            ("peak_error_pm", "peaks", ".0f")):
         v = m.get(key)
         if isinstance(v, (int, float)):
-            parts.append(f"{label} {v:.3g}")
+            parts.append(f"{label} {v:{fmt}}" + (" pm" if key == "peak_error_pm" else ""))
     if parts:
         rows.append("validation: " + ", ".join(parts))
     return "<br>".join(rows)
