@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Simulate, train, export and evaluate the networks shipped in models/, one recipe per network.
+#
+#   scripts/train_models.sh mos2-graphene-a            # one network
+#   scripts/train_models.sh all                        # every recipe, in order
+#   PRESET=paper TRAIN_MINUTES=600 scripts/train_models.sh 2d     # paper scale (GPU)
+#
+# Each step resumes: rerunning a command continues an interrupted simulation (finished samples
+# are kept) or training run (exact resume from its last epoch; exit status 75 = stopped by the
+# time budget, the normal end here). Data sets and runs live in data/ (not committed); the
+# ONNX file and its card go to $MODELS_DIR, the card carrying the validation figures of
+# `exitwave-train evaluate` on the whole validation set (seed 1, never seen in training).
+#
+# The recipes below are what made the files in models/ on the 2-core development VM (CPU only,
+# see docs/models.md); on the GPU machine set PRESET=paper, larger N_TRAIN and TRAIN_MINUTES,
+# and KERAS_BACKEND=torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${EXITWAVE_VENV:-.venv}
+MODELS_DIR=${MODELS_DIR:-models}
+PRESET=${PRESET:-medium}
+WORKERS=${WORKERS:-2}
+export TF_CPP_MIN_LOG_LEVEL=2 KERAS_BACKEND=${KERAS_BACKEND:-tensorflow} PYTHONHASHSEED=0
+T="$VENV/bin/exitwave-train"
+CPU_NOTE="CPU-trained on 2 cores (preset $PRESET), far below paper quality; to be retrained on a GPU"
+
+# recipe NAME -> data tag, simulate options, train seed, crop, minutes, description
+recipe() {
+    case "$1" in
+    mos2)  # the demo network (trained first, with scripts/train_shipped_mos2.sh's settings)
+        TAG=mos2; SIM="--dataset mos2"; NT=${N_TRAIN:-800}; NV=${N_VAL:-200}; SEED=0; CROP=128
+        MIN=${TRAIN_MINUTES:-40}
+        DESC="unsupported MoS2 nanoflakes, 50 keV, 0.105 A/px, 3 images (Table 1 ranges)" ;;
+    mos2-graphene-a|mos2-graphene-b)  # two independent networks (own initialisation and data order)
+        TAG=mosg; SIM="--dataset mos2-graphene"; NT=${N_TRAIN:-600}; NV=${N_VAL:-150}; CROP=128
+        SEED=$([ "$1" = mos2-graphene-a ] && echo 0 || echo 1); MIN=${TRAIN_MINUTES:-20}
+        DESC="MoS2 nanoflakes on graphene, 50 keV, 0.105 A/px, 3 images; independent network ${1##*-} of 2 (tick both for the uncertainty layer)" ;;
+    2d)  # the built-in 2D prototypes, split 2:1 by element set (a user's C2DB: add --db c2db.db)
+        TAG=2d; SIM="--dataset 2d"; NT=${N_TRAIN:-500}; NV=${N_VAL:-120}; SEED=0; CROP=128
+        MIN=${TRAIN_MINUTES:-20}
+        DESC="2D materials (built-in prototypes, element sets unseen in validation), 50 keV, 0.105 A/px, 3 images" ;;
+    mos2-graphene-022)  # the paper's experimental pixel size; a 28 A field like the others
+        TAG=mosg22; SIM="--dataset mos2-graphene --sampling 0.22 --size 128"; NT=${N_TRAIN:-500}
+        NV=${N_VAL:-120}; SEED=0; CROP=0; MIN=${TRAIN_MINUTES:-20}
+        DESC="MoS2 nanoflakes on graphene at 0.22 A/px (the paper's experimental case), 50 keV, 3 images" ;;
+    *) echo "unknown network '$1' (mos2, mos2-graphene-a, mos2-graphene-b, 2d, mos2-graphene-022, all)" >&2
+       exit 2 ;;
+    esac
+}
+
+train_one() {
+    local name=$1 start
+    start=$(date +%s)
+    recipe "$name"
+    local split_train="" split_val=""
+    if [ "$TAG" = 2d ]; then split_train="--split train"; split_val="--split validation"; fi
+    mkdir -p data "$MODELS_DIR"
+    echo ">> [$name] simulating $NT + $NV samples ($SIM)"
+    # shellcheck disable=SC2086
+    "$T" simulate $SIM $split_train --n "$NT" --seed 0 --workers "$WORKERS" \
+        --out "data/$TAG-train.zarr" --no-progress
+    # shellcheck disable=SC2086
+    "$T" simulate $SIM $split_val --n "$NV" --seed 1 --workers "$WORKERS" \
+        --out "data/$TAG-val.zarr" --no-progress
+    echo ">> [$name] training ($PRESET, seed $SEED, at most $MIN min)"
+    set +e
+    "$T" train --train "data/$TAG-train.zarr" --val "data/$TAG-val.zarr" --out "data/runs/$name" \
+        --preset "$PRESET" --epochs 500 --batch-size 8 --crop "$CROP" --optimizer adam --lr 1e-3 \
+        --workers "$WORKERS" --val-samples 24 --seed "$SEED" --max-minutes "$MIN" --quiet
+    local rc=$?
+    set -e
+    if [ "$rc" -ne 0 ] && [ "$rc" -ne 75 ]; then exit "$rc"; fi
+    echo ">> [$name] exporting to $MODELS_DIR/$name.onnx, evaluating on data/$TAG-val.zarr"
+    "$T" export "data/runs/$name" --name "$name" --out "$MODELS_DIR" --which best \
+        --description "$DESC; $CPU_NOTE (scripts/train_models.sh $name)" \
+        --evaluate "data/$TAG-val.zarr"
+    echo ">> [$name] done in $(( $(date +%s) - start )) s"
+}
+
+if [ $# -ne 1 ]; then
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+fi
+if [ "$1" = all ]; then
+    for n in mos2 mos2-graphene-a mos2-graphene-b 2d mos2-graphene-022; do train_one "$n"; done
+else
+    train_one "$1"
+fi
