@@ -93,3 +93,14 @@ def test_live_widget_is_a_manifest_contribution():
     module, attr = cmd.python_name.split(":")
     assert getattr(importlib.import_module(module), attr) is LiveWidget
     assert "napari-exitwave.live_widget" in [w.command for w in manifest.contributions.widgets]
+
+
+def test_live_widget_defaults_to_the_default_network(qtbot):
+    from napari.components import ViewerModel
+
+    from napari_exitwave._qt.live_widget import LiveWidget
+    from napari_exitwave.inference import DEFAULT_MODEL
+
+    widget = LiveWidget(ViewerModel(), reconstruct_fn=_fake_reconstruct)
+    qtbot.addWidget(widget)
+    assert widget.model.count() >= 5 and widget.model.currentText() == DEFAULT_MODEL

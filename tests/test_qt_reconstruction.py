@@ -369,3 +369,19 @@ def test_card_text_is_short_lines_with_the_validation_figures():
         assert lines[0] == card.name and len(lines) == 4
         assert all(len(line) <= 52 for line in lines), lines  # ~ the width of the dock
         assert f"RMSE im {card.metrics['rmse_imag']:.3g}" in lines[3]
+
+
+def test_the_shipped_default_network_is_ticked_and_visible(viewer_widget):
+    """With all five shipped networks listed, the default (`mos2`) is the one ticked, its card
+    is shown, and the list scrolls to it (it sorts last)."""
+    from qtpy.QtCore import Qt
+
+    from napari_exitwave.inference import DEFAULT_MODEL
+
+    _, widget = viewer_widget
+    assert widget.model_list.count() >= 5
+    ticked = [widget.model_list.item(i).data(Qt.UserRole) for i in range(widget.model_list.count())
+              if widget.model_list.item(i).checkState() == Qt.Checked]
+    assert ticked == [DEFAULT_MODEL]
+    assert widget.model_list.currentItem().data(Qt.UserRole) == DEFAULT_MODEL
+    assert widget.card_label.text().startswith(f"<b>{DEFAULT_MODEL}</b>")

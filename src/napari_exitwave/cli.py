@@ -113,13 +113,13 @@ def _load_series(spec: str, sampling):
 
 def _default_model(model):
     from .errors import ModelError
-    from .inference import list_models
+    from .inference import DEFAULT_MODEL, list_models
 
     if model:
         return model
     models = list_models()
-    if "mos2" in models:
-        return "mos2"
+    if DEFAULT_MODEL in models:
+        return DEFAULT_MODEL
     if len(models) == 1:
         return next(iter(models))
     raise ModelError("no --model given and no default 'mos2' model is installed (installed: "

@@ -31,6 +31,7 @@ from .errors import ModelError, ReconstructionCancelled
 from .io import json_default
 
 __all__ = [
+    "DEFAULT_MODEL",
     "ModelCard",
     "list_models",
     "find_model",
@@ -40,6 +41,9 @@ __all__ = [
     "get_reconstructor",
     "tile_starts",
 ]
+
+DEFAULT_MODEL = "mos2"
+"""The network the CLI and the widgets pick when the user names none (when it is installed)."""
 
 MODELS_ENV = "NAPARI_EXITWAVE_MODELS"
 """Environment variable with extra model folders (``os.pathsep``-separated), searched first."""

@@ -177,13 +177,15 @@ class LiveWidget(QWidget):
 
     def _fill_models(self) -> None:
         try:
-            from napari_exitwave.inference import list_models
+            from napari_exitwave.inference import DEFAULT_MODEL, list_models
 
-            names = sorted(list_models())
+            names, default = sorted(list_models()), DEFAULT_MODEL
         except Exception as exc:  # noqa: BLE001 - a broken models folder must not kill the GUI
             log.warning("could not list models: %s", exc)
-            names = []
+            names, default = [], None
         self.model.addItems(names)
+        if default in names:
+            self.model.setCurrentText(default)
 
     def _update_enabled(self) -> None:
         mode = self.group_by.currentText()

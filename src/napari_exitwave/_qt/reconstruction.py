@@ -136,7 +136,8 @@ class ReconstructionWidget(QWidget):
         form.addRow("Method", self.method_combo)
         self.model_list = QListWidget()
         self.model_list.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.model_list.setMaximumHeight(120)  # five shipped networks without scrolling
+        self.model_list.setMinimumHeight(96)  # the five shipped networks without scrolling
+        self.model_list.setMaximumHeight(120)
         self.model_list.setToolTip("Tick one model, or several of the same kind to see their "
                                    "disagreement as an uncertainty layer")
         form.addRow("Models", self.model_list)
@@ -273,8 +274,12 @@ class ReconstructionWidget(QWidget):
         for name, card in cards.items():
             self.add_model(card, checked=False)
         if self.model_list.count() and not self.selected_cards():
-            self.model_list.item(0).setCheckState(Qt.Checked)
-            self.model_list.setCurrentRow(0)
+            from ..inference import DEFAULT_MODEL
+
+            item = self._item(DEFAULT_MODEL) or self.model_list.item(0)
+            item.setCheckState(Qt.Checked)
+            self.model_list.setCurrentItem(item)
+            self.model_list.scrollToItem(item)
 
     def add_model(self, model, checked=True):
         """Add a model (card, name or .onnx/.json path) to the list; returns its card or None.
@@ -313,6 +318,7 @@ class ReconstructionWidget(QWidget):
                     other.setCheckState(Qt.Unchecked)
             item.setCheckState(Qt.Checked)
             self.model_list.setCurrentItem(item)
+            self.model_list.scrollToItem(item)
         self.update_check()
         return card
 
