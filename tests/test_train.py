@@ -121,7 +121,7 @@ def test_cli_train_export_evaluate(toy, tmp_path):
 # simulated MoS2 flakes (the simulation worker's multislice generator) far better than the
 # Y-scramble baseline. To learn within ~150 steps the microscope is a "known" one (defoci
 # -50/0/+50 A +-1 A, no Cs/coma/astigmatism, high dose); the full Table 1 ranges need the
-# longer training of scripts/train_shipped_mos2.sh.
+# longer training of scripts/train_models.sh.
 EASY = {"defocus": [-51.5, 51.5], "log10_dose": [4.5, 5.0], "Cs": [0, 0], "coma": [0, 0],
         "astigmatism": [0, 0], "focal_spread": [5, 8], "blur": [0.5, 0.6],
         "mtf_c1": [0.2, 0.2]}
