@@ -14,11 +14,15 @@ from napari_exitwave import physics
 DATA = Path(__file__).resolve().parents[1] / "src" / "napari_exitwave" / "data"
 
 
-def test_sample_files_are_small_and_consistent():
-    files = ["sample_series.tif", "sample_exit_wave.tif", "sample_exit_wave.npy",
-             "sample_columns.csv", "sample_parameters.json"]
+@pytest.mark.parametrize("prefix, size, labels", [
+    ("sample", 256, {"Mo", "S2", "S"}),
+    ("sample_mosg22", 128, {"Mo", "S2", "S", "C"}),  # MoS2 on graphene at 0.22 A/px
+])
+def test_sample_files_are_small_and_consistent(prefix, size, labels):
+    files = [f"{prefix}_{f}" for f in ("series.tif", "exit_wave.tif", "exit_wave.npy",
+                                       "columns.csv", "parameters.json")]
     assert sum((DATA / f).stat().st_size for f in files) < 2e6
-    info = json.loads((DATA / "sample_parameters.json").read_text())
+    info = json.loads((DATA / f"{prefix}_parameters.json").read_text())
     params = [physics.MicroscopeParameters.from_dict(p) for p in info["microscope"]]
     assert len(params) == 3
     d = [p.defocus for p in params]
@@ -26,17 +30,17 @@ def test_sample_files_are_small_and_consistent():
     assert all(p.dose == pytest.approx(1e4) for p in params)
 
     tifffile = pytest.importorskip("tifffile")
-    images = tifffile.imread(DATA / "sample_series.tif")
-    assert images.shape == (3, 256, 256) and images.dtype == np.float32
+    images = tifffile.imread(DATA / f"{prefix}_series.tif")
+    assert images.shape == (3, size, size) and images.dtype == np.float32
     assert images.mean() == pytest.approx(1.0, abs=0.05)  # vacuum-normalised intensity
 
-    wave = np.load(DATA / "sample_exit_wave.npy")
-    assert wave.shape == (256, 256) and wave.dtype == np.complex64
+    wave = np.load(DATA / f"{prefix}_exit_wave.npy")
+    assert wave.shape == (size, size) and wave.dtype == np.complex64
     assert abs(wave[0, 0] - 1) < 1e-3  # vacuum corner
     sampling = info["structure_config"]["sampling"]
-    with open(DATA / "sample_columns.csv") as fh:
+    with open(DATA / f"{prefix}_columns.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert {r["label"] for r in rows} <= {"Mo", "S2", "S"} and len(rows) > 20
+    assert {r["label"] for r in rows} <= labels and len(rows) > 20
     rc = np.array([[float(r["row"]), float(r["col"])] for r in rows])
     xy = np.array([[float(r["x_A"]), float(r["y_A"])] for r in rows])
     np.testing.assert_allclose(rc, xy[:, ::-1] / sampling, atol=2e-3)
