@@ -45,7 +45,7 @@ def test_manifest_valid_and_complete(pm):
     mf = pm.get_manifest(PLUGIN)
     c = mf.contributions
     assert {r.command for r in c.readers} == {f"{PLUGIN}.get_reader"}
-    assert len(c.writers) == 2 and len(c.widgets) >= 2 and len(c.sample_data) == 1
+    assert len(c.writers) == 2 and len(c.widgets) >= 2 and len(c.sample_data) == 2
     # every command's python_name resolves to a callable
     for cmd in c.commands:
         mod, attr = cmd.python_name.split(":")
