@@ -67,12 +67,15 @@ def main(argv=None) -> int:
     if not cards:
         print("no model cards found", file=sys.stderr)
         return 2
-    data = []
+    from exitwave_training.dataset import ExitWaveDataset
+    from exitwave_training.evaluate import evaluate
+
+    data = []  # (name, path, pixel size in A)
     for item in args.data:
         name, _, path = item.partition("=")
         if not path:
             ap.error(f"--data wants NAME=PATH, got {item!r}")
-        data.append((name, path))
+        data.append((name, path, ExitWaveDataset(path).sampling))
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,11 +85,7 @@ def main(argv=None) -> int:
     for card in cards:
         card.verify()
         entry = {"sample": sample_figures(card), "validation": {}}
-        for name, path in data:
-            from exitwave_training.dataset import ExitWaveDataset
-            from exitwave_training.evaluate import evaluate
-
-            sampling = ExitWaveDataset(path).sampling
+        for name, path, sampling in data:
             if abs(sampling - card.sampling) > 0.02 * card.sampling:
                 continue  # a network is only tested at its own pixel size
             summary = evaluate(card.onnx_path, path, out / f"{card.name}__{name}",
@@ -117,7 +116,7 @@ def main(argv=None) -> int:
             print(f"| {name} | {dname} (median of {v.get('n_samples', '?')}) | {v['rmse_real']:.4f} | "
                   f"{v['rmse_imag']:.4f} | {v['delta']:.3f} | {v['yscramble_rmse_imag']:.4f} | "
                   f"{'-' if pe is None else f'{pe:.1f}'} |")
-    names = [n for n, _ in data]
+    names = [n for n, _, _ in data]
     if len(names) > 1:  # cross-tests: every network on every data set at its pixel size
         print("\nmedian RMSE of the imaginary part (rows: networks, columns: validation sets)\n")
         print("| network | " + " | ".join(names) + " |")

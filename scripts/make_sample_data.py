@@ -42,12 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "napari_exitwave" / "data"
 
 SEED = 7
-SAMPLES = {  # name -> structure family, size (px), pixel size (A/px), file prefix
-    "mos2": dict(dataset="mos2", size=256, sampling=0.105, prefix="sample",
+SAMPLES = {  # name (napari_exitwave.data.SAMPLES: file prefix, pixel size) -> structure, size (px)
+    "mos2": dict(dataset="mos2", size=256,
                  description="simulated MoS2 nanoflake (abTEM multislice, 50 keV), "
                              "3-image focal series"),
-    "mos2-graphene-022": dict(dataset="mos2-graphene", size=128, sampling=0.22,
-                              prefix="sample_mosg22",
+    "mos2-graphene-022": dict(dataset="mos2-graphene", size=128,
                               description="simulated MoS2 nanoflake on graphene at 0.22 A/px "
                                           "(abTEM multislice, 50 keV), 3-image focal series"),
 }
@@ -69,8 +68,10 @@ def make(out: Path = OUT, seed: int = SEED, sample: str = "mos2") -> dict:
     from exitwave_training.structures import StructureConfig, make_structure
     from napari_exitwave import io, physics
 
+    from napari_exitwave.data import SAMPLES as BUNDLED
+
     spec = SAMPLES[sample]
-    sampling, prefix = spec["sampling"], spec["prefix"]
+    sampling, prefix = BUNDLED[sample]["sampling"], BUNDLED[sample]["prefix"]
     structure_config = StructureConfig(dataset=spec["dataset"], size=spec["size"],
                                        sampling=sampling, flake_fraction=(0.85, 1.0))
     rng = np.random.default_rng(seed)
@@ -117,7 +118,9 @@ def main(argv=None) -> int:
     p.add_argument("--sample", choices=sorted(SAMPLES), default="mos2")
     args = p.parse_args(argv)
     info = make(args.out, args.seed, args.sample)
-    files = sorted(args.out.glob(SAMPLES[args.sample]["prefix"] + "_[a-z]*"))
+    from napari_exitwave.data import SAMPLES as BUNDLED
+
+    files = sorted(args.out.glob(BUNDLED[args.sample]["prefix"] + "_[a-z]*"))
     total = sum(f.stat().st_size for f in files)
     for f in files:
         print(f"{f.stat().st_size / 1e3:8.1f} kB  {f}")

@@ -234,3 +234,15 @@ def test_sample_with_the_wiener_baseline(tmp_path, capsys):
     assert wave.shape == truth.shape and sampling == pytest.approx(0.105)
     assert meta["defocus"] == [-60.0, -10.0, 40.0] and meta["Cs"] == pytest.approx(-8e4)
     assert (tmp_path / "sample_peaks.csv").exists()
+
+
+def test_a_file_named_sample_is_not_the_bundled_sample(setup, tmp_path, capsys, monkeypatch):
+    """Outputs are named after the file's stem, also when its name starts with 'sample'."""
+    import shutil
+
+    shutil.copy(setup / "good.tif", tmp_path / "sample_run3.tif")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["reconstruct", "sample_run3.tif", "--model", setup / "tiny.json",
+                          "--out", "res", "-q", "--no-peaks"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "res" / "sample_run3_exit_wave.tif").is_file()

@@ -122,7 +122,7 @@ def _default_model(model):
         return DEFAULT_MODEL
     if len(models) == 1:
         return next(iter(models))
-    raise ModelError("no --model given and no default 'mos2' model is installed (installed: "
+    raise ModelError(f"no --model given and no default '{DEFAULT_MODEL}' model is installed (installed: "
                      f"{', '.join(sorted(models)) or 'none'}); give --model NAME|PATH")
 
 
@@ -182,8 +182,8 @@ def _cmd_reconstruct(args) -> int:
                              tile=args.tile or "auto", overlap=args.overlap,
                              providers=args.device,
                              strict=not args.force, progress=progress)
-    stem = args.name or (series.source.replace(":", "_") if series.source.startswith("sample")
-                         else Path(series.source).stem)
+    bundled = series.source == "sample" or series.source.startswith("sample:")
+    stem = args.name or (series.source.replace(":", "_") if bundled else Path(series.source).stem)
     written = save_outputs(rec, args.out, stem, peaks=not args.no_peaks,
                            min_distance=args.min_distance, threshold=args.threshold)
     s = f"{rec.sampling:.4g} A/px" if rec.sampling else "unknown sampling"
