@@ -306,7 +306,7 @@ def main(argv=None) -> int:
         full = dict(kw, aberrations={"astigmatism": q.astigmatism,
                                      "astigmatism_angle": q.astigmatism_angle,
                                      "coma": q.coma, "coma_angle": q.coma_angle},
-                    blur=q.blur, mtf=(q.mtf_c1, q.mtf_c2, q.mtf_c3))
+                    blur=q.blur_sigma(sampling), mtf=(q.mtf_c1, q.mtf_c2, q.mtf_c3))
         recs["wiener_all"] = traditional.wiener_reconstruction(
             s["images"], sampling, d, wiener_eps=args.wiener_eps, **full)
         gs_all = traditional.gerchberg_saxton(s["images"], sampling, d, n_iter=args.n_iter,
@@ -381,7 +381,7 @@ def main(argv=None) -> int:
                    f"{pc}th percentile (sample {r['index']}): Cs {r['params']['Cs'] / 1e4:.1f} um, "
                    f"C12 {r['params']['astigmatism']:.0f} A, C21 {r['params']['coma']:.0f} A, "
                    f"focal spread {r['params']['focal_spread']:.1f} A,\n"
-                   f"blur {r['params']['blur']:.2f} A, MTF c1 {r['params']['mtf_c1']:.2f}, "
+                   f"blur {r['params']['blur']:.2f} {r['params'].get('blur_unit', 'px')}, MTF c1 {r['params']['mtf_c1']:.2f}, "
                    f"dose {r['params']['dose']:.3g} e/A^2")
     lines.append("")
     med = {k: float(np.median([r[k]["hp_truth"]["complex"] for r in results]))

@@ -56,7 +56,7 @@ MICROSCOPE = dict(
     astigmatism=6.0, astigmatism_angle=0.6,  # C12 (A), phi12 (rad)
     coma=150.0, coma_angle=2.0,  # C21 (A), phi21 (rad)
     focal_spread=10.0,  # A
-    blur=0.8,  # A (std of the Gaussian image blur)
+    blur=1.0, blur_unit="px",  # std of the Gaussian image blur: 1 px of the image grid (Table 1)
     dose=1e4,  # e/A^2
     mtf_c1=0.1, mtf_c2=0.15, mtf_c3=1.2,
     energy=50e3,

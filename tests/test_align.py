@@ -52,7 +52,7 @@ def test_aligns_a_simulated_focal_series_across_focus():
     for y0, x0 in rng.uniform(0, n * s, (150, 2)):
         phase += 0.3 * np.exp(-((yy - y0) ** 2 + (xx - x0) ** 2) / (2 * 0.3 ** 2))
     wave = np.exp(1j * phase)
-    params = [physics.MicroscopeParameters(defocus=d, Cs=-10e4, focal_spread=10, blur=0.5,
+    params = [physics.MicroscopeParameters(defocus=d, Cs=-10e4, focal_spread=10, blur=0.5, blur_unit="A",
                                            dose=1e5) for d in (-50, 0, 50)]
     ims = physics.simulate_focal_series(wave, s, params, rng=rng)
     drift = np.array([[2.4, -1.2], [0, 0], [-1.7, 2.9]])

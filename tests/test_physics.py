@@ -158,3 +158,34 @@ def test_normalize_series():
     np.testing.assert_allclose(out.std(axis=(1, 2)), 1, atol=1e-5)
     with pytest.raises(ValueError):
         physics.normalize_series(np.full((2, 4, 4), np.nan))
+
+
+def test_blur_is_in_pixels_of_the_image_grid_by_default():
+    """Table 1's blur (0.5-1.5) is in pixels of the image grid (DESIGN.md): the same image as
+    a blur of ``sigma * sampling`` A, and the MoS2 {110} fringe (1.58 A) survives it."""
+    rng = np.random.default_rng(6)
+    wave = np.exp(1j * 0.3 * physics.gaussian_blur(rng.standard_normal((64, 64)), 0.1, 0.2))
+    px = MicroscopeParameters(defocus=30.0, blur=1.5)
+    angstrom = MicroscopeParameters(defocus=30.0, blur=1.5 * 0.2, blur_unit="A")
+    assert px.blur_unit == "px" and px.blur_sigma(0.2) == pytest.approx(0.3)
+    np.testing.assert_allclose(physics.simulate_image(wave, 0.1, px, new_sampling=0.2),
+                               physics.simulate_image(wave, 0.1, angstrom, new_sampling=0.2),
+                               atol=1e-12)
+    assert not np.allclose(physics.simulate_image(wave, 0.1, px),
+                           physics.simulate_image(wave, 0.1, angstrom))
+    draws = [physics.sample_parameters(rng, 3)[0] for _ in range(200)]
+    assert {p.blur_unit for p in draws} == {"px"}
+    assert 0.5 <= min(p.blur for p in draws) and max(p.blur for p in draws) <= 1.5
+    # the largest Table-1 blur at 0.105 A/px keeps 83% of the {110} fringe (it was 4e-4 at 1 A)
+    sigma = max(p.blur_sigma(0.105) for p in draws)
+    assert math.exp(-2 * math.pi**2 * sigma**2 / 1.58**2) > 0.8
+    # the unit survives the JSON round trip; a dict without it (or an unknown unit) is checked
+    assert MicroscopeParameters.from_dict(angstrom.to_dict()) == angstrom
+    assert MicroscopeParameters.from_dict({"blur": 1.0}).blur_unit == "px"
+    with pytest.raises(ValueError, match="blur_unit"):
+        MicroscopeParameters(blur=1.0, blur_unit="nm")
+    with pytest.raises(ValueError, match="blur_unit"):
+        physics.ParameterRanges(blur_unit="um")
+    old = physics.ParameterRanges(blur_unit="A")
+    assert physics.ParameterRanges.from_dict(old.to_dict()) == old
+    assert physics.sample_parameters(rng, 2, old)[0].blur_unit == "A"

@@ -170,7 +170,8 @@ def test_known_blur_and_mtf_are_deconvolved():
     the phase object is recovered nearly as well as from sharp images."""
     wave = atoms_wave(96, strength=0.5, seed=11)
     params = [physics.MicroscopeParameters(defocus=float(d), Cs=CS, focal_spread=FOCAL_SPREAD,
-                                           blur=0.3, mtf_c1=0.1, mtf_c2=0.15, mtf_c3=1.2)
+                                           blur=0.3, blur_unit="A", mtf_c1=0.1, mtf_c2=0.15,
+                                           mtf_c3=1.2)
               for d in DEFOCUS]
     images = physics.simulate_focal_series(wave, SAMPLING, params)
     truth = highpass(np.fft.ifft2(np.fft.fft2(wave) * envelope_mask(wave.shape, 0.05)))

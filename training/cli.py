@@ -47,9 +47,17 @@ def _add_simulate(subparsers) -> None:
                         "of an existing dask.distributed scheduler, e.g. tcp://host:8786")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="multislice device; auto uses the GPU when CuPy finds one")
+    _add_blur_unit(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing data set")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_simulate)
+
+
+def _add_blur_unit(p, default: str | None = "px", what: str = "") -> None:
+    p.add_argument("--blur-unit", choices=["px", "A"], default=default,
+                   help="unit of Table 1's image blur 0.5-1.5: 'px' (pixels of the image grid, "
+                        "DESIGN.md) or 'A' (the literal reading, 10x stronger); default: "
+                        + (what or default))
 
 
 def _sigterm_as_interrupt() -> None:
@@ -67,6 +75,8 @@ def _sigterm_as_interrupt() -> None:
 
 
 def _run_simulate(args) -> int:
+    from napari_exitwave.physics import ParameterRanges
+
     from .dataset import DatasetConfig, generate_dataset
     from .exitwave import ExitWaveConfig
     from .structures import DATASETS, StructureConfig
@@ -82,7 +92,8 @@ def _run_simulate(args) -> int:
                                       database=os.path.abspath(args.db) if args.db else None,
                                       split=args.split),
             exitwave=ExitWaveConfig(energy=args.energy, sampling=args.multislice_sampling,
-                                    slice_thickness=args.slice_thickness, device=args.device))
+                                    slice_thickness=args.slice_thickness, device=args.device),
+            ranges=ParameterRanges(blur_unit=args.blur_unit))
         _sigterm_as_interrupt()
         summary = generate_dataset(args.out, config, scheduler=args.scheduler,
                                    workers=args.workers, overwrite=args.overwrite,
@@ -132,6 +143,7 @@ def _add_train(subparsers) -> None:
     p.add_argument("--max-minutes", type=float, help="stop before an epoch that would not "
                                                      "finish in this time; resume later")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    _add_blur_unit(p, None, "the training data set's")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run_train)
 
@@ -150,7 +162,8 @@ def _run_train(args) -> int:
                       optimizer=args.optimizer, learning_rate=args.lr, seed=args.seed,
                       mixed_precision=args.mixed_precision, workers=args.workers,
                       steps_per_epoch=args.steps_per_epoch, train_samples=args.train_samples,
-                      val_samples=args.val_samples)
+                      val_samples=args.val_samples,
+                      ranges={"blur_unit": args.blur_unit} if args.blur_unit else {})
     state = train(cfg, args.out, resume=not args.restart, max_minutes=args.max_minutes,
                   verbose=0 if args.quiet else 1)
     h = state["history"]

@@ -16,7 +16,11 @@ Units and conventions (used everywhere in this project)
   **defocus = -C10** (abTEM), so a positive defocus is underfocus; ``Cs = C30``.
 - The temporal (focal-spread) envelope is abTEM's ``exp(-(pi lambda Delta k^2 / 2)^2)``,
   with ``Delta`` the focal spread in A.
-- Blur is a Gaussian of standard deviation ``blur`` A applied to the intensity.
+- Blur is a Gaussian applied to the intensity on the image grid. Its standard deviation
+  ``blur`` is in **pixels of the image grid** by default (``blur_unit="px"``; Table 1's
+  0.5-1.5 is 0.05-0.16 A at 0.105 A/px), or in A with ``blur_unit="A"``. Table 1 prints "A",
+  but a sigma of 1-1.5 A would erase the 2.7 A MoS2 fringes the paper's networks resolve, and
+  the precursor code (Madsen et al.) blurs in pixels (DESIGN.md).
 - The MTF uses the Madsen et al. convention: ``q`` in units of the Nyquist frequency of the
   detector grid, ``MTF(q) = (1 - c1) / (1 + (q / (2 c2))^c3) + c1``; ``MTF(0) = 1`` and
   ``MTF(q -> inf) = c1``. It is applied in Fourier space after the shot noise, which is what
@@ -35,6 +39,7 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_ENERGY",
+    "BLUR_UNITS",
     "MicroscopeParameters",
     "ParameterRanges",
     "energy2wavelength",
@@ -58,6 +63,9 @@ __all__ = [
 
 DEFAULT_ENERGY = 50e3
 """Default acceleration voltage, eV (the paper's 50 keV)."""
+
+BLUR_UNITS = ("px", "A")
+"""Units of :attr:`MicroscopeParameters.blur`: pixels of the image grid (default) or A."""
 
 # Physical constants (CODATA 2018), SI.
 _HBAR = 1.054571817e-34
@@ -111,8 +119,10 @@ class MicroscopeParameters:
     ``defocus`` follows abTEM (``defocus = -C10``). ``Cs`` is C30 in A (1 um = 1e4 A).
     ``astigmatism`` / ``astigmatism_angle`` are C12 / phi12, ``coma`` / ``coma_angle`` are
     C21 / phi21. ``focal_spread`` is the abTEM focal spread (A), ``blur`` the standard
-    deviation of the Gaussian image blur (A), ``dose`` in e/A^2 (``inf`` means noise-free),
-    ``mtf_c1..c3`` the detector MTF (``mtf_c1 = 1`` is a perfect detector).
+    deviation of the Gaussian image blur in ``blur_unit`` (``"px"``: pixels of the image
+    grid, the default; ``"A"``: Angstrom; :meth:`blur_sigma` gives it in A), ``dose`` in
+    e/A^2 (``inf`` means noise-free), ``mtf_c1..c3`` the detector MTF (``mtf_c1 = 1`` is a
+    perfect detector).
     """
 
     defocus: float = 0.0
@@ -128,17 +138,28 @@ class MicroscopeParameters:
     mtf_c2: float = 0.15
     mtf_c3: float = 1.0
     energy: float = DEFAULT_ENERGY
+    blur_unit: str = "px"
 
-    def to_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in dataclasses.asdict(self).items()}
+    def __post_init__(self):
+        if self.blur_unit not in BLUR_UNITS:
+            raise ValueError(f"blur_unit must be one of {BLUR_UNITS}, got {self.blur_unit!r}")
+
+    def blur_sigma(self, sampling: float) -> float:
+        """Standard deviation of the image blur in A on an image grid of ``sampling`` A/px."""
+        return float(self.blur) * (float(sampling) if self.blur_unit == "px" else 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v if k == "blur_unit" else float(v))
+                for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "MicroscopeParameters":
+        """The inverse of :meth:`to_dict`. A dict without ``blur_unit`` is in pixels."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown microscope parameters: {sorted(unknown)}")
-        return cls(**{k: float(v) for k, v in d.items()})
+        return cls(**{k: (str(v) if k == "blur_unit" else float(v)) for k, v in d.items()})
 
 
 def aberration_phase(shape: Sequence[int], sampling: float, p: MicroscopeParameters) -> np.ndarray:
@@ -297,8 +318,9 @@ def simulate_image(wave: np.ndarray, sampling: float, p: MicroscopeParameters,
                    rng: np.random.Generator | None = None) -> np.ndarray:
     """One HRTEM image from an exit wave, in the order fixed by DESIGN.md.
 
-    CTF with envelopes -> ``|psi|^2`` -> resample to ``new_sampling`` -> blur -> Poisson noise
-    at the dose -> MTF. The intensity is formed on a 2x oversampled grid (Fourier padding), so
+    CTF with envelopes -> ``|psi|^2`` -> resample to ``new_sampling`` -> blur (of ``p.blur``
+    pixels of the image grid, or A with ``p.blur_unit == "A"``) -> Poisson noise at the dose
+    -> MTF. The intensity is formed on a 2x oversampled grid (Fourier padding), so
     ``|psi|^2`` does not alias even when ``wave`` is stored at the network's sampling.
 
     Parameters
@@ -327,7 +349,7 @@ def simulate_image(wave: np.ndarray, sampling: float, p: MicroscopeParameters,
     padded = np.fft.ifft2(_fourier_crop_or_pad(filtered_ft, (2 * ny, 2 * nx))) * 4
     intensity = np.abs(padded) ** 2
     image, actual = fourier_resample(intensity, sampling / 2, new_sampling)
-    image = gaussian_blur(image, actual, p.blur)
+    image = gaussian_blur(image, actual, p.blur_sigma(actual))
     image = apply_dose(image, actual, p.dose, rng)
     if p.mtf_c1 != 1.0:
         image = apply_mtf(image, p.mtf_c1, p.mtf_c2, p.mtf_c3)
@@ -346,8 +368,9 @@ def simulate_focal_series(wave: np.ndarray, sampling: float,
 class ParameterRanges:
     """Ranges of the microscope parameters (Table 1 of the paper; lengths in A).
 
-    Every parameter is drawn uniformly except the dose (uniform in log10). The defoci of a
-    series are ``d0 + i * step`` with ``step = total_defocus_range / (n - 1) +- step_jitter``
+    Every parameter is drawn uniformly except the dose (uniform in log10). ``blur`` is in
+    ``blur_unit``: pixels of the image grid by default (Table 1's row, see the module doc),
+    ``"A"`` for the old reading. The defoci of a series are ``d0 + i * step`` with ``step = total_defocus_range / (n - 1) +- step_jitter``
     and ``d0`` chosen so that every image lies inside ``defocus``.
     """
 
@@ -356,7 +379,7 @@ class ParameterRanges:
     astigmatism: tuple[float, float] = (0.0, 25.0)
     coma: tuple[float, float] = (0.0, 600.0)
     focal_spread: tuple[float, float] = (5.0, 20.0)
-    blur: tuple[float, float] = (0.5, 1.5)
+    blur: tuple[float, float] = (0.5, 1.5)  # in blur_unit (pixels of the image grid)
     log10_dose: tuple[float, float] = (2.5, 5.0)
     mtf_c1: tuple[float, float] = (-0.6, 0.2)
     mtf_c2: tuple[float, float] = (0.1, 0.2)
@@ -364,6 +387,11 @@ class ParameterRanges:
     total_defocus_range: float = 100.0  # 10 nm spanned by the series
     step_jitter: float = 1.0  # +-0.1 nm on each step
     energy: float = DEFAULT_ENERGY
+    blur_unit: str = "px"
+
+    def __post_init__(self):
+        if self.blur_unit not in BLUR_UNITS:
+            raise ValueError(f"blur_unit must be one of {BLUR_UNITS}, got {self.blur_unit!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v)
@@ -404,7 +432,7 @@ def sample_parameters(rng: np.random.Generator, n_images: int = 3,
         focal_spread=u(r.focal_spread), blur=u(r.blur),
         dose=float(10 ** u(r.log10_dose)),
         mtf_c1=u(r.mtf_c1), mtf_c2=u(r.mtf_c2), mtf_c3=u(r.mtf_c3),
-        energy=float(r.energy),
+        energy=float(r.energy), blur_unit=r.blur_unit,
     )
     return [MicroscopeParameters(defocus=float(d0 + o), **shared) for o in offsets]
 
