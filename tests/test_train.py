@@ -11,8 +11,9 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from _toy_data import make_toy_dataset  # noqa: E402
-from exitwave_training.train import (  # noqa: E402
-    FocalSeriesDataset, TrainConfig, load_checkpoint, load_waves, train)
+from exitwave_training.checkpoint import load_checkpoint  # noqa: E402
+from exitwave_training.feed import FocalSeriesDataset, load_waves  # noqa: E402
+from exitwave_training.train import TrainConfig, train  # noqa: E402
 
 TINY = dict(n_images=3, depth=2, base_filters=4)
 
@@ -65,9 +66,9 @@ def test_batches_are_fresh_each_epoch_and_reproducible(toy):
 
 
 def test_resume_is_bit_for_bit(toy, tmp_path):
-    straight = train(_cfg(toy), tmp_path / "a", verbose=0, evaluate_at_end=False)
-    train(_cfg(toy, epochs=1), tmp_path / "b", verbose=0, evaluate_at_end=False)
-    resumed = train(_cfg(toy), tmp_path / "b", verbose=0, evaluate_at_end=False)
+    straight = train(_cfg(toy), tmp_path / "a", verbose=0)
+    train(_cfg(toy, epochs=1), tmp_path / "b", verbose=0)
+    resumed = train(_cfg(toy), tmp_path / "b", verbose=0)
     assert resumed["epoch"] == straight["epoch"] == 2
     assert resumed["history"] == straight["history"]
     ma, _ = load_checkpoint(tmp_path / "a")
@@ -81,12 +82,11 @@ def test_resume_is_bit_for_bit(toy, tmp_path):
 
 
 def test_max_minutes_stops_and_resume_finishes(toy, tmp_path):
-    s = train(_cfg(toy, epochs=3), tmp_path / "r", verbose=0, max_minutes=1e-3,
-              evaluate_at_end=False)
+    s = train(_cfg(toy, epochs=3), tmp_path / "r", verbose=0, max_minutes=1e-3)
     assert s["epoch"] == 1 and not s["finished"]
     state = json.loads((tmp_path / "r" / "state.json").read_text())
     assert state["epoch"] == 1 and len(state["history"]["loss"]) == 1
-    s = train(_cfg(toy, epochs=3), tmp_path / "r", verbose=0, evaluate_at_end=False)
+    s = train(_cfg(toy, epochs=3), tmp_path / "r", verbose=0)
     assert s["finished"] and s["epoch"] == 3 and len(s["history"]["val_loss"]) == 3
 
 
@@ -124,7 +124,7 @@ def test_cli_train_export_evaluate(toy, tmp_path):
 # longer training of scripts/train_models.sh.
 EASY = {"defocus": [-51.5, 51.5], "log10_dose": [4.5, 5.0], "Cs": [0, 0], "coma": [0, 0],
         "astigmatism": [0, 0], "focal_spread": [5, 8], "blur": [0.5, 0.6],
-        "mtf_c1": [0.2, 0.2]}
+        "mtf_c1": [0.2, 0.2], "blur_unit": "A"}
 
 
 @pytest.mark.slow
@@ -144,8 +144,11 @@ def test_learns_mos2_better_than_y_scramble(tmp_path):
                       network=dict(n_images=3, depth=2, base_filters=8), epochs=25,
                       batch_size=8, crop=64, optimizer="adam", learning_rate=1e-3, seed=0,
                       ranges=EASY)
+    from exitwave_training.evaluate import evaluate_run
+
     state = train(cfg, tmp_path / "run", verbose=0)
     assert state["finished"]
+    state["metrics"] = evaluate_run(tmp_path / "run")
     card = export_checkpoint(tmp_path / "run" / "best.keras", tmp_path / "models", "mos2_test")
     assert card["training"]["onnx_parity_max_abs"] <= 1e-4
     s = evaluate(tmp_path / "models" / "mos2_test.onnx", paths["val"], tmp_path / "ev",

@@ -1,6 +1,9 @@
 """``exitwave-train``: simulate data sets, train, export and evaluate networks.
 
-Each subcommand is registered by its own ``_add_<name>(subparsers)`` function (one owner each).
+Pipeline order: ``simulate`` -> ``train`` (evaluates the best checkpoint when a run finishes)
+-> ``export`` -> ``evaluate``; ``finetune`` starts a run from a shipped network's weights and
+``ship`` copies a run's checkpoint beside its ONNX file in models/ so that a later session (or a
+user) continues it with ``train --init-from models/<name>.keras``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-# --- simulate (owner: simulation) --------------------------------------------------------
+# --- simulate -----------------------------------------------------------------------------
 def _add_simulate(subparsers) -> None:
     p = subparsers.add_parser(
         "simulate", help="simulate a training/validation data set (Zarr, resumable)",
@@ -111,7 +114,7 @@ def _run_simulate(args) -> int:
     return 0
 
 
-# --- train (owner: network/training) -----------------------------------------------------
+# --- train --------------------------------------------------------------------------------
 def _add_train(subparsers) -> None:
     from .presets import PRESETS
 
@@ -133,11 +136,13 @@ def _add_train(subparsers) -> None:
     p.add_argument("--crop", type=int, default=256,
                    help="side of the random crops in px (multiple of 2**depth; 0: full size)")
     p.add_argument("--steps-per-epoch", type=int, help="default: one pass over the data set")
-    p.add_argument("--optimizer", choices=["rmsprop", "adam", "amsgrad"], default="rmsprop")
-    p.add_argument("--lr", type=float, default=5e-4, help="learning rate")
+    _add_recipe(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="threads simulating focal series")
     p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU)")
+    p.add_argument("--jit-compile", action="store_true", help="XLA-compile the training step")
+    p.add_argument("--init-from", help="continue a shipped checkpoint (models/<name>.keras with "
+                                       "<name>.state.json) in an empty --out, exactly")
     p.add_argument("--train-samples", type=int, help="use only the first N training samples")
     p.add_argument("--val-samples", type=int, help="use only the first N validation samples")
     p.add_argument("--max-minutes", type=float, help="stop before an epoch that would not "
@@ -148,24 +153,39 @@ def _add_train(subparsers) -> None:
     p.set_defaults(func=_run_train)
 
 
-def _run_train(args) -> int:
-    from .presets import PRESETS
-    from .train import EXIT_UNFINISHED, TrainConfig, train
+def _add_recipe(p) -> None:
+    """Optimizer, schedule, loss and feed options shared by ``train`` and ``finetune``."""
+    from .presets import LOSSES, OPTIMIZERS, SCHEDULES
 
-    net = dict(PRESETS[args.preset], n_images=args.n_images)
-    if args.depth:
-        net["depth"] = args.depth
-    if args.filters:
-        net["base_filters"] = args.filters
-    cfg = TrainConfig(train=args.train, val=args.val, network=net, epochs=args.epochs,
-                      batch_size=args.batch_size, crop=args.crop or None,
-                      optimizer=args.optimizer, learning_rate=args.lr, seed=args.seed,
-                      mixed_precision=args.mixed_precision, workers=args.workers,
-                      steps_per_epoch=args.steps_per_epoch, train_samples=args.train_samples,
-                      val_samples=args.val_samples,
-                      ranges={"blur_unit": args.blur_unit} if args.blur_unit else {})
-    state = train(cfg, args.out, resume=not args.restart, max_minutes=args.max_minutes,
-                  verbose=0 if args.quiet else 1)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="rmsprop")
+    p.add_argument("--lr", type=float, default=5e-4, help="(peak) learning rate")
+    p.add_argument("--schedule", choices=SCHEDULES, default="constant",
+                   help="constant, or cosine: linear warm-up then cosine decay over all epochs")
+    p.add_argument("--warmup", type=float, default=0.05,
+                   help="cosine: fraction of the updates spent warming up (default: 0.05)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    p.add_argument("--loss", choices=LOSSES, default="mse",
+                   help="mse (paper), l1, charbonnier, column_mse (extra weight on columns)")
+    p.add_argument("--drift", type=float, default=0.0,
+                   help="largest random drift between the images of a training series, px")
+    p.add_argument("--sampling-jitter", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="draw each training series' true pixel size from LO..HI A "
+                        "(e.g. 0.215 0.235 for a 0.22 A/px network)")
+
+
+def _recipe_kwargs(args) -> dict:
+    return dict(optimizer=args.optimizer, learning_rate=args.lr, schedule=args.schedule,
+                warmup=args.warmup, weight_decay=args.weight_decay, loss=args.loss,
+                drift=args.drift, sampling_range=args.sampling_jitter)
+
+
+def _report_run(args, cfg, state, evaluate: bool = True) -> int:
+    from .train import EXIT_UNFINISHED
+
+    if state["finished"] and evaluate and cfg.val and not state.get("metrics"):
+        from .evaluate import evaluate_run
+
+        state["metrics"] = evaluate_run(args.out)
     h = state["history"]
     print(f"{args.out}: epoch {state['epoch']}/{cfg.epochs}, loss {h['loss'][-1]:.3g}"
           + (f", val_loss {h['val_loss'][-1]:.3g}" if h.get("val_loss") else ""))
@@ -174,7 +194,117 @@ def _run_train(args) -> int:
     return 0 if state["finished"] else EXIT_UNFINISHED
 
 
-# --- export (owner: network/training) ----------------------------------------------------
+def _run_train(args) -> int:
+    from .presets import PRESETS
+    from .train import TrainConfig, train
+
+    net = dict(PRESETS[args.preset], n_images=args.n_images)
+    if args.depth:
+        net["depth"] = args.depth
+    if args.filters:
+        net["base_filters"] = args.filters
+    try:
+        cfg = TrainConfig(train=args.train, val=args.val, network=net, epochs=args.epochs,
+                          batch_size=args.batch_size, crop=args.crop or None, seed=args.seed,
+                          mixed_precision=args.mixed_precision, workers=args.workers,
+                          steps_per_epoch=args.steps_per_epoch, train_samples=args.train_samples,
+                          val_samples=args.val_samples, jit_compile=args.jit_compile,
+                          ranges={"blur_unit": args.blur_unit} if args.blur_unit else {},
+                          **_recipe_kwargs(args))
+        state = train(cfg, args.out, resume=not args.restart, max_minutes=args.max_minutes,
+                      verbose=0 if args.quiet else 1, init_from=args.init_from)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"exitwave-train train: {exc}", file=sys.stderr)
+        return 2
+    return _report_run(args, cfg, state)
+
+
+# --- finetune ------------------------------------------------------------------------------
+def _add_finetune(subparsers) -> None:
+    p = subparsers.add_parser(
+        "finetune", help="train a shipped network further on your own data set",
+        description="Start a new run from the weights of a shipped network (models/<name>.keras) "
+                    "or any checkpoint, on your data set (e.g. your material class); fresh "
+                    "optimizer, lower learning rate by default. Resumes like train.")
+    p.add_argument("--from", dest="source", required=True,
+                   help="shipped network name (mos2, ...), a .keras file or a run directory")
+    p.add_argument("--train", required=True, help="training data set (Zarr)")
+    p.add_argument("--val", help="validation data set (Zarr)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128, help="crop side in px (0: full size)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--max-minutes", type=float)
+    p.add_argument("--quiet", action="store_true")
+    _add_recipe(p)
+    p.set_defaults(func=_run_finetune, lr=2e-4, optimizer="adam")
+
+
+def shipped_checkpoint(source: str):
+    """``models/<name>.keras`` of a shipped network name, else ``source`` as a path."""
+    from pathlib import Path
+
+    if Path(source).exists():
+        return Path(source)
+    from napari_exitwave.inference import find_model
+
+    try:
+        card = find_model(source)
+    except Exception as exc:  # noqa: BLE001
+        raise FileNotFoundError(f"no network or checkpoint {source!r}: {exc}") from exc
+    path = card.onnx_path.with_suffix(".keras")
+    if not path.exists():
+        raise FileNotFoundError(f"network {source!r} ships no Keras weights ({path.name}); "
+                                "fine-tune from a run directory instead")
+    return path
+
+
+def _run_finetune(args) -> int:
+    from .train import TrainConfig, train
+
+    try:
+        source = shipped_checkpoint(args.source)
+        cfg = TrainConfig(train=args.train, val=args.val, epochs=args.epochs,
+                          batch_size=args.batch_size, crop=args.crop or None, seed=args.seed,
+                          workers=args.workers, **_recipe_kwargs(args))
+        state = train(cfg, args.out, max_minutes=args.max_minutes,
+                      verbose=0 if args.quiet else 1, finetune_from=source)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"exitwave-train finetune: {exc}", file=sys.stderr)
+        return 2
+    return _report_run(args, cfg, state)
+
+
+# --- ship ----------------------------------------------------------------------------------
+def _add_ship(subparsers) -> None:
+    p = subparsers.add_parser(
+        "ship", help="copy a run's checkpoint to models/<name>.keras (+ .state.json) to resume",
+        description="Write <out>/<name>.keras (weights and optimizer state of the run's last "
+                    "epoch, or weights only with --weights-only) and <out>/<name>.state.json, so "
+                    "that `exitwave-train train --init-from <out>/<name>.keras` continues the run "
+                    "and `finetune --from <name>` starts from it.")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--name", required=True)
+    p.add_argument("--out", default="models")
+    p.add_argument("--max-mb", type=float, default=40.0, help="refuse larger files (default: 40)")
+    p.set_defaults(func=_run_ship)
+
+
+def _run_ship(args) -> int:
+    from .checkpoint import ship_checkpoint
+
+    try:
+        path = ship_checkpoint(args.run, args.out, args.name, max_mb=args.max_mb)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"exitwave-train ship: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {path.with_suffix('.state.json').name}")
+    return 0
+
+
+# --- export -------------------------------------------------------------------------------
 def _add_export(subparsers) -> None:
     p = subparsers.add_parser(
         "export", help="export a trained run to ONNX + JSON model card",
@@ -218,7 +348,7 @@ def _run_export(args) -> int:
     return 0
 
 
-# --- evaluate (owner: network/training) --------------------------------------------------
+# --- evaluate -----------------------------------------------------------------------------
 def _add_evaluate(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate", help="RMSE, Delta, Y-scramble, peak errors and plots of a model",
@@ -246,10 +376,8 @@ def _run_evaluate(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exitwave-train", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("_add_simulate", "_add_train", "_add_export", "_add_evaluate"):
-        add = globals().get(name)
-        if add is not None:
-            add(sub)
+    for add in (_add_simulate, _add_train, _add_finetune, _add_export, _add_evaluate, _add_ship):
+        add(sub)
     return parser
 
 

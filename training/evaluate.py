@@ -22,7 +22,7 @@ import numpy as np
 
 from napari_exitwave import metrics, physics
 
-__all__ = ["load_predictor", "evaluate_arrays", "evaluate", "plot_histograms"]
+__all__ = ["load_predictor", "evaluate_arrays", "evaluate", "evaluate_run", "plot_histograms"]
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -35,30 +35,31 @@ def load_predictor(model_path: str | os.PathLike) -> tuple[Predictor, dict[str, 
     """
     path = Path(model_path)
     if path.suffix == ".onnx" or path.with_suffix(".onnx").exists() and path.suffix == ".json":
-        import onnxruntime as ort
+        # the plugin's own inference path (card, session, tiling), on the CPU
+        from napari_exitwave.inference import OnnxReconstructor
 
-        onnx_path = path.with_suffix(".onnx")
-        card_path = onnx_path.with_suffix(".json")
-        card = json.loads(card_path.read_text()) if card_path.exists() else {}
-        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        shape = sess.get_inputs()[0].shape
-        n_images = int(card.get("n_images") or shape[-1])
+        rec = OnnxReconstructor(path.with_suffix(".onnx"), providers="cpu", verify=False)
+        card = rec.card
 
         def predict(x: np.ndarray) -> np.ndarray:
-            return sess.run(["exit_wave"], {"images": np.ascontiguousarray(x, np.float32)})[0]
+            out = []
+            for xb in np.asarray(x, np.float32):
+                wave = rec.predict(np.moveaxis(xb, -1, 0), tile=max(xb.shape[:2]))
+                out.append(np.stack([wave.real, wave.imag], axis=-1))
+            return np.stack(out).astype(np.float32)
 
-        return predict, dict(kind="onnx", path=str(onnx_path), n_images=n_images,
-                             size_multiple=int(card.get("size_multiple") or 16),
-                             sampling=card.get("sampling"), card=card)
-    from .train import _keras_predictor, load_checkpoint
+        return predict, dict(kind="onnx", path=str(card.onnx_path), n_images=int(card.n_images),
+                             size_multiple=int(card.size_multiple or 16),
+                             sampling=card.sampling, card=card.to_dict())
+    from .checkpoint import keras_predictor, load_checkpoint
 
     model, state = load_checkpoint(path)
     net = state.get("config", {}).get("network", {})
     depth = int(net.get("depth") or sum(1 for la in model.layers if la.name.startswith("pool")))
-    return _keras_predictor(model), dict(kind="keras", path=str(path),
-                                         n_images=int(model.input_shape[-1]),
-                                         size_multiple=2**depth,
-                                         sampling=state.get("data", {}).get("sampling"))
+    return keras_predictor(model), dict(kind="keras", path=str(path),
+                                        n_images=int(model.input_shape[-1]),
+                                        size_multiple=2**depth,
+                                        sampling=state.get("data", {}).get("sampling"))
 
 
 def _to_complex(y: np.ndarray) -> np.ndarray:
@@ -70,11 +71,11 @@ def evaluate_arrays(predict: Predictor, data: dict[str, Any], *, n_images: int, 
                     ranges: physics.ParameterRanges | None = None, max_samples: int | None = None,
                     argand_samples: int = 20, batch_size: int = 4,
                     title: str = "", use_stored_images: bool = True) -> dict[str, Any]:
-    """Evaluate ``predict`` on the samples of ``data`` (from :func:`~.train.load_waves`).
+    """Evaluate ``predict`` on the samples of ``data`` (from :func:`~.feed.load_waves`).
 
     Returns the summary dict (also written to ``out_dir/summary.json`` with the plots).
     """
-    from .train import FocalSeriesDataset
+    from .feed import FocalSeriesDataset
 
     n = len(data["wave"]) if max_samples is None else min(max_samples, len(data["wave"]))
     if n < 2:
@@ -201,7 +202,7 @@ def evaluate(model_path: str | os.PathLike, data_path: str | os.PathLike,
              out_dir: str | os.PathLike, *, max_samples: int | None = None, seed: int = 7919,
              ranges: dict | None = None) -> dict[str, Any]:
     """Evaluate a model file on a data set; writes the summary and plots to ``out_dir``."""
-    from .train import load_waves
+    from .feed import load_waves
 
     predict, info = load_predictor(model_path)
     data = load_waves(data_path, max_samples)
@@ -219,3 +220,35 @@ def evaluate(model_path: str | os.PathLike, data_path: str | os.PathLike,
     summary["dataset"] = str(data_path)
     Path(out_dir, "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
+
+
+def evaluate_run(run_dir: str | os.PathLike, which: str = "best") -> dict[str, Any] | None:
+    """Evaluate a finished run's ``best`` checkpoint on its validation set, into its state.
+
+    Writes ``run_dir/evaluation/`` and ``state["metrics"]`` (the medians the export copies into
+    the model card). Returns the metrics, or ``None`` when the run has no validation set.
+    """
+    from .checkpoint import atomic_write_json, keras_predictor, load_checkpoint
+    from .feed import load_waves
+    from .network import size_multiple
+
+    run_dir = Path(run_dir)
+    model, state = load_checkpoint(run_dir, which)
+    cfg = state.get("config", {})
+    if not cfg.get("val"):
+        return None
+    va = load_waves(cfg["val"], cfg.get("val_samples"))
+    ranges = physics.ParameterRanges.from_dict(state.get("data", {}).get("ranges")
+                                               or physics.ParameterRanges().to_dict())
+    summary = evaluate_arrays(keras_predictor(model), va, n_images=cfg["network"]["n_images"],
+                              multiple=size_multiple(int(cfg["network"].get("depth", 4))),
+                              seed=int(cfg.get("seed", 0)) + 7919, out_dir=run_dir / "evaluation",
+                              ranges=ranges, use_stored_images=not cfg.get("ranges"))
+    state["metrics_checkpoint"] = which
+    state["metrics"] = {k: summary.get(k) for k in
+                        ("rmse_real", "rmse_imag", "delta", "peak_error_pm",
+                         "missed_columns_fraction", "yscramble_rmse_real",
+                         "yscramble_rmse_imag", "n_samples")}
+    atomic_write_json(state, run_dir / "state.json")
+    return state["metrics"]
+

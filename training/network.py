@@ -155,6 +155,41 @@ def build_network(config: NetworkConfig | None = None, **kwargs) -> keras.Model:
     return keras.Model(inputs, outputs, name="exitwave_unet")
 
 
+@keras.saving.register_keras_serializable(package="exitwave")
+class CharbonnierLoss(keras.losses.Loss):
+    """Smooth L1: ``mean(sqrt((pred - true)^2 + eps^2) - eps)``."""
+
+    def __init__(self, eps: float = 1e-3, name: str = "charbonnier", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.eps = float(eps)
+
+    def call(self, y_true, y_pred):
+        d = y_pred - y_true
+        return keras.ops.mean(keras.ops.sqrt(d * d + self.eps**2) - self.eps, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "eps": self.eps}
+
+
+@keras.saving.register_keras_serializable(package="exitwave")
+class ColumnWeightedMSE(keras.losses.Loss):
+    """MSE weighted by ``1 + weight * |target - 1| / 0.1`` per pixel: atomic columns (where the
+    exit wave departs from vacuum, ``|psi - 1|`` ~ 0.1-0.5) count more than the vacuum."""
+
+    def __init__(self, weight: float = 4.0, name: str = "column_mse", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.weight = float(weight)
+
+    def call(self, y_true, y_pred):
+        dev = keras.ops.sqrt((y_true[..., 0] - 1.0) ** 2 + y_true[..., 1] ** 2)
+        w = 1.0 + self.weight * dev / 0.1
+        return w * keras.ops.mean((y_pred - y_true) ** 2, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight}
+
+
 def custom_objects() -> dict[str, Any]:
     """Objects needed by ``keras.models.load_model`` for a saved network."""
-    return {"BilinearUpSampling2D": BilinearUpSampling2D}
+    return {"BilinearUpSampling2D": BilinearUpSampling2D, "CharbonnierLoss": CharbonnierLoss,
+            "ColumnWeightedMSE": ColumnWeightedMSE}

@@ -6,3 +6,8 @@ PRESETS: dict[str, dict[str, int]] = {
     "small": dict(depth=2, base_filters=8),  # trains on a laptop CPU in minutes
     "tiny": dict(depth=2, base_filters=4),  # tests
 }
+
+# Choices of a training run (exitwave_training.train.TrainConfig), here for the same reason.
+OPTIMIZERS = ("rmsprop", "adam", "adamw", "amsgrad")
+SCHEDULES = ("constant", "cosine")
+LOSSES = ("mse", "l1", "charbonnier", "column_mse")

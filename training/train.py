@@ -1,16 +1,16 @@
 """Train the exit-wave network on a simulated data set, as a sequence of short resumable jobs.
 
-Every epoch sees fresh focal series: the microscope parameters are drawn anew
-(:func:`napari_exitwave.physics.sample_parameters`) and the images simulated from the stored
-exit waves (:func:`~napari_exitwave.physics.simulate_focal_series`, then
-:func:`~napari_exitwave.physics.normalize_series`), in a :class:`keras.utils.PyDataset` with
-worker threads. The validation set uses the focal series stored with the data set (or, if it has
+Every epoch sees fresh focal series from the data feed (:mod:`.feed`): the microscope
+parameters are drawn anew and the images simulated from the stored exit waves, in a
+:class:`keras.utils.PyDataset` with worker threads. Checkpoints are :mod:`.checkpoint`'s;
+evaluation is not called from here (``exitwave-train train`` evaluates the best checkpoint
+through :mod:`.evaluate` when a run finishes). The validation set uses the focal series stored with the data set (or, if it has
 none, series drawn once with a fixed seed), so validation losses are comparable across epochs.
 
 Determinism and resume
 ----------------------
 The focal series of position ``k`` of epoch ``e`` come from ``numpy.random.default_rng([seed,
-e, k])`` and the sample order of epoch ``e`` from ``default_rng([seed, e])``; Keras' global RNG
+e, k, 0])`` and the sample order of epoch ``e`` from ``default_rng([seed, e])``; Keras' global RNG
 is re-seeded with ``keras.utils.set_random_seed(seed + e)`` at the start of every epoch and
 TensorFlow op determinism is on. The RNG state at an epoch boundary is therefore a function of
 ``(seed, epoch)`` alone, and a checkpoint (``last.keras`` = weights + optimizer state, plus
@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import platform
-import sys
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -40,8 +38,13 @@ import numpy as np
 
 from napari_exitwave import physics
 
-__all__ = ["TrainConfig", "FocalSeriesDataset", "load_waves", "make_model", "train",
-           "load_checkpoint", "plot_learning_curve", "machine_description", "EXIT_UNFINISHED"]
+from .checkpoint import (atomic_save_model, atomic_write_json, load_checkpoint,
+                         machine_description, set_determinism)
+from .feed import FocalSeriesDataset, load_waves
+from .presets import LOSSES, OPTIMIZERS, SCHEDULES
+
+__all__ = ["TrainConfig", "make_model", "train", "plot_learning_curve", "EXIT_UNFINISHED",
+           "OPTIMIZERS", "SCHEDULES", "LOSSES"]
 
 EXIT_UNFINISHED = 75
 """CLI exit status when ``--max-minutes`` stopped a run before its last epoch (resume it)."""
@@ -54,6 +57,14 @@ class TrainConfig:
     ``crop`` is the side of the random square crops (a multiple of ``2**depth``; ``None``: the
     largest multiple that fits). ``steps_per_epoch`` defaults to one pass over the training
     samples. ``ranges`` overrides fields of :class:`napari_exitwave.physics.ParameterRanges`.
+
+    ``schedule``: ``"constant"`` learning rate, or ``"cosine"``: a linear warm-up over the
+    first ``warmup`` fraction of all ``epochs * steps_per_epoch`` updates to
+    ``learning_rate``, then a cosine decay to ``learning_rate * final_lr_fraction`` at the last
+    update (a function of the update count, so it resumes exactly). ``loss``: ``"mse"`` (the
+    paper's), ``"l1"``, ``"charbonnier"`` (smooth L1, eps 1e-3) or ``"column_mse"`` (MSE
+    weighted by ``1 + column_weight * |target - 1| / 0.1``: extra weight on atomic columns).
+    ``weight_decay`` is AdamW's. ``drift`` (px) and ``sampling_range`` (A) are the feed's.
     """
 
     train: str = ""
@@ -73,6 +84,23 @@ class TrainConfig:
     train_samples: int | None = None
     ranges: dict[str, Any] = dataclasses.field(default_factory=dict)
     jit_compile: bool = False
+    schedule: str = "constant"
+    warmup: float = 0.05
+    final_lr_fraction: float = 0.02
+    loss: str = "mse"
+    column_weight: float = 4.0
+    weight_decay: float = 1e-4
+    drift: float = 0.0
+    sampling_range: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        for name, value, allowed in (("optimizer", self.optimizer, OPTIMIZERS),
+                                     ("schedule", self.schedule, SCHEDULES),
+                                     ("loss", self.loss, LOSSES)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.sampling_range is not None:
+            self.sampling_range = tuple(float(v) for v in self.sampling_range)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,226 +111,51 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-# ----------------------------------------------------------------------------------- data
-def load_waves(path: str | os.PathLike, max_samples: int | None = None) -> dict[str, Any]:
-    """Read the complete samples of a data set (Zarr layout of docs/contracts.md) into memory.
-
-    Returns a dict with ``wave`` and ``target`` (complex64 ``(n, ny, nx)``), ``images``
-    (float32 ``(n, n_images, ny, nx)`` or ``None``), ``columns`` (list, or ``None``),
-    ``sampling`` (A/px) and ``config`` (the generation configuration).
-    """
-    import zarr
-
-    path = str(path)
-    try:
-        g = zarr.open_group(path, mode="r")
-    except Exception as e:  # noqa: BLE001
-        raise FileNotFoundError(f"cannot open the data set {path!r} as a Zarr group: {e}. "
-                                "Make one with `exitwave-train simulate`.") from e
-    config = g.attrs.get("config", {})
-    if isinstance(config, str):  # exitwave_training.dataset stores it as a JSON string
-        config = json.loads(config)
-    config = dict(config)
-    keys = set(g.array_keys()) if hasattr(g, "array_keys") else set(g.keys())
-    for need in ("wave", "target"):
-        if need not in keys:
-            raise ValueError(f"data set {path!r} has no {need!r} array; is it an exit-wave data set?")
-    n = g["wave"].shape[0]
-    complete = np.asarray(g["complete"][:], bool) if "complete" in keys else np.ones(n, bool)
-    idx = np.flatnonzero(complete)
-    if max_samples is not None:
-        idx = idx[:max_samples]
-    if idx.size == 0:
-        raise ValueError(f"data set {path!r} has no complete samples yet")
-    # contiguous read, then select (Zarr orthogonal indexing is slow on many chunks)
-    hi = int(idx[-1]) + 1
-    wave = np.asarray(g["wave"][:hi])[idx].astype(np.complex64)
-    target = np.asarray(g["target"][:hi])[idx].astype(np.complex64)
-    images = np.asarray(g["images"][:hi])[idx].astype(np.float32) if "images" in keys else None
-    columns = _read_columns(g, idx) if "columns" in keys else None
-    sampling = _find_sampling(g, config)
-    return dict(wave=wave, target=target, images=images, columns=columns, sampling=sampling,
-                config=config, path=path, indices=idx)
-
-
-def _find_sampling(g, config: dict) -> float:
-    structure = config.get("structure", {}) if isinstance(config, dict) else {}
-    for src in (g.attrs, config, structure):
-        for key in ("sampling", "network_sampling", "target_sampling"):
-            if key in src and src[key] is not None:
-                return float(src[key])
-    raise ValueError("the data set does not record its sampling (attrs['sampling'])")
-
-
-def _read_columns(g, idx) -> list[np.ndarray] | None:
-    """Column positions ``(m, 2)`` in A as ``(y, x)`` per sample (``None`` if unreadable).
-
-    :mod:`exitwave_training.dataset` stores a JSON list of ``[x_A, y_A, label]`` per sample;
-    dicts with ``x``/``y`` lists are accepted too.
-    """
-    try:
-        raw = g["columns"]
-        out = []
-        for i in idx:
-            item = raw[int(i)]
-            item = np.asarray(item).item() if not isinstance(item, (str, bytes)) else item
-            out.append(_column_positions(item))
-        return out
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def _column_positions(item) -> np.ndarray:
-    """``(m, 2)`` (y, x) in A from one sample's column record."""
-    if isinstance(item, (bytes, str)):
-        item = json.loads(item)
-    if isinstance(item, dict):
-        return np.stack([np.asarray(item["y"], float), np.asarray(item["x"], float)], 1)
-    if len(item) == 0:
-        return np.zeros((0, 2))
-    xy = np.array([[float(c[0]), float(c[1])] for c in item]).reshape(-1, 2)
-    return xy[:, ::-1].copy()
-
-
-def _largest_multiple(n: int, m: int) -> int:
-    return (n // m) * m
-
-
-try:
-    import keras as _keras
-
-    _PyDataset = _keras.utils.PyDataset
-except Exception:  # noqa: BLE001 - keras missing: the class below is unusable anyway
-    _PyDataset = object
-
-
-class FocalSeriesDataset(_PyDataset):
-    """Batches ``(images (B, H, W, n_images), target (B, H, W, 2))`` simulated on the fly.
-
-    Parameters
-    ----------
-    wave, target : complex (n, ny, nx)
-        Exit waves to image and the network's targets.
-    sampling : float
-        A/px of both.
-    n_images, batch_size : int
-    crop : int or None
-        Square crop side (random position) for training; ``None`` and ``fixed=True``: the
-        centred largest region whose sides are multiples of ``multiple``.
-    multiple : int
-        ``2**depth`` of the network.
-    seed : int
-    ranges : ParameterRanges
-    fixed : bool
-        Validation mode: the same series every epoch (stored ``images`` if given).
-    images : float (n, n_images, ny, nx), optional
-        Pre-drawn focal series (validation).
-    steps : int, optional
-        Batches per epoch (default: one pass).
-    workers : int
-        Threads preparing batches (``keras.utils.PyDataset`` workers).
-    """
-
-    def __init__(self, wave, target, sampling: float, n_images: int, batch_size: int,
-                 crop: int | None, multiple: int, seed: int = 0,
-                 ranges: physics.ParameterRanges | None = None, fixed: bool = False,
-                 images: np.ndarray | None = None, steps: int | None = None, workers: int = 1):
-        super().__init__(workers=workers, use_multiprocessing=False,
-                         max_queue_size=max(2, 2 * workers))
-        self.wave = wave
-        self.target = target
-        self.sampling = float(sampling)
-        self.n_images = int(n_images)
-        self.batch_size = int(batch_size)
-        self.multiple = int(multiple)
-        ny, nx = wave.shape[-2:]
-        side = _largest_multiple(min(ny, nx), self.multiple)
-        if side < self.multiple:
-            raise ValueError(f"samples of {ny}x{nx} px are smaller than the network's size "
-                             f"multiple {self.multiple}")
-        if crop is not None:
-            if crop % self.multiple:
-                raise ValueError(f"crop ({crop}) must be a multiple of 2**depth = {self.multiple}")
-            side = min(int(crop), side)
-        self.crop = side
-        self.full = (_largest_multiple(ny, self.multiple), _largest_multiple(nx, self.multiple))
-        self.seed = int(seed)
-        self.ranges = ranges or physics.ParameterRanges()
-        self.fixed = bool(fixed)
-        if images is not None and images.shape[1] != self.n_images:
-            images = None
-        self.images = images
-        n = len(wave)
-        self.steps = int(steps) if steps else max(1, math.ceil(n / self.batch_size))
-        if fixed:
-            self.steps = max(1, math.ceil(n / self.batch_size))
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def order(self) -> np.ndarray:
-        """Sample index of every position of the current epoch."""
-        n = len(self.wave)
-        total = self.steps * self.batch_size
-        if self.fixed:
-            return np.arange(total) % n
-        rng = np.random.default_rng([self.seed, self.epoch])
-        reps = math.ceil(total / n)
-        return np.concatenate([rng.permutation(n) for _ in range(reps)])[:total]
-
-    def sample(self, position: int, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """One ``(images (H, W, n), target (H, W, 2))`` pair."""
-        epoch = 0 if self.fixed else self.epoch
-        rng = np.random.default_rng([self.seed, epoch, position, 1 if self.fixed else 0])
-        if self.fixed and self.images is not None:
-            series = self.images[index]
-        else:
-            params = physics.sample_parameters(rng, self.n_images, self.ranges)
-            series = physics.simulate_focal_series(self.wave[index], self.sampling, params,
-                                                   rng=rng)
-        target = self.target[index]
-        ny, nx = target.shape
-        if self.fixed:
-            h, w = self.full
-            y0, x0 = (ny - h) // 2, (nx - w) // 2
-        else:
-            h = w = self.crop
-            y0 = int(rng.integers(0, ny - h + 1))
-            x0 = int(rng.integers(0, nx - w + 1))
-        series = physics.normalize_series(series[:, y0:y0 + h, x0:x0 + w])
-        t = target[y0:y0 + h, x0:x0 + w]
-        x = np.moveaxis(series, 0, -1).astype(np.float32)
-        y = np.stack([t.real, t.imag], axis=-1).astype(np.float32)
-        return x, y
-
-    def __getitem__(self, i: int):
-        order = self.order()
-        start = i * self.batch_size
-        pairs = [self.sample(p, int(order[p])) for p in range(start, start + self.batch_size)
-                 if p < len(order)]
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-
-    def on_epoch_end(self):  # the epoch is set explicitly by train()
-        pass
-
-
 # ---------------------------------------------------------------------------------- model
-def _optimizer(name: str, lr: float):
+def _learning_rate(cfg: TrainConfig, total_steps: int | None):
     import keras
 
-    name = name.lower()
+    if cfg.schedule == "constant" or not total_steps:
+        return cfg.learning_rate
+    warmup = int(round(cfg.warmup * total_steps))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=cfg.learning_rate * (0.1 if warmup else 1.0),
+        decay_steps=max(1, total_steps - warmup), alpha=cfg.final_lr_fraction,
+        warmup_target=cfg.learning_rate if warmup else None, warmup_steps=warmup)
+
+
+def _optimizer(cfg: TrainConfig, total_steps: int | None = None):
+    import keras
+
+    lr = _learning_rate(cfg, total_steps)
+    name = cfg.optimizer
     if name == "rmsprop":
         return keras.optimizers.RMSprop(learning_rate=lr)
     if name == "adam":
         return keras.optimizers.Adam(learning_rate=lr)
-    if name == "amsgrad":
-        return keras.optimizers.Adam(learning_rate=lr, amsgrad=True)
-    raise ValueError(f"unknown optimizer {name!r}; use rmsprop, adam or amsgrad")
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay)
+    return keras.optimizers.Adam(learning_rate=lr, amsgrad=True)
 
 
-def make_model(cfg: TrainConfig):
-    """Build and compile the network of ``cfg`` (MSE loss)."""
+def _loss(cfg: TrainConfig):
+    from . import network
+
+    if cfg.loss == "mse":
+        return "mse"
+    if cfg.loss == "l1":
+        return "mae"
+    if cfg.loss == "charbonnier":
+        return network.CharbonnierLoss()
+    return network.ColumnWeightedMSE(weight=cfg.column_weight)
+
+
+def make_model(cfg: TrainConfig, total_steps: int | None = None, weights_from=None):
+    """Build and compile the network of ``cfg`` (loss, optimizer and schedule of ``cfg``).
+
+    ``total_steps`` (all updates of the run) sets the length of a ``cosine`` schedule;
+    ``weights_from`` (a Keras model) starts from its weights (fine-tuning).
+    """
     import keras
 
     from .network import NetworkConfig, build_network
@@ -312,80 +165,11 @@ def make_model(cfg: TrainConfig):
     else:
         keras.mixed_precision.set_global_policy("float32")
     model = build_network(NetworkConfig.from_dict(cfg.network))
-    model.compile(optimizer=_optimizer(cfg.optimizer, cfg.learning_rate), loss="mse",
+    if weights_from is not None:
+        model.set_weights(weights_from.get_weights())
+    model.compile(optimizer=_optimizer(cfg, total_steps), loss=_loss(cfg),
                   jit_compile=cfg.jit_compile)
     return model
-
-
-def _set_determinism(seed: int) -> None:
-    import keras
-
-    keras.utils.set_random_seed(int(seed))
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        try:
-            tf.config.experimental.enable_op_determinism()
-        except Exception:  # noqa: BLE001
-            pass
-
-
-def load_checkpoint(path: str | os.PathLike, which: str = "last"):
-    """Load ``(model, state)`` from a run directory (``last``/``best``) or a ``.keras`` file."""
-    import keras
-
-    from .network import custom_objects
-
-    path = Path(path)
-    if path.is_dir():
-        state_path = path / "state.json"
-        model_path = path / f"{which}.keras"
-    else:
-        state_path = path.parent / "state.json"
-        model_path = path
-    if not model_path.exists():
-        raise FileNotFoundError(f"no checkpoint {model_path}; train first (`exitwave-train train`)")
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    mixed = bool(state.get("config", {}).get("mixed_precision"))
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    model = keras.models.load_model(model_path, custom_objects=custom_objects(), compile=True)
-    return model, state
-
-
-def _atomic_save_model(model, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(obj, path: Path) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
-def machine_description() -> dict[str, Any]:
-    """Host, CPU count, Keras backend and accelerators (for cards and benchmarks)."""
-    import keras
-
-    info = {"host": platform.node(), "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": sys.version.split()[0],
-            "keras": keras.__version__, "backend": keras.backend.backend(), "gpus": []}
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        info["tensorflow"] = tf.__version__
-        info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
-    return info
 
 
 def plot_learning_curve(history: dict[str, list[float]], path: str | os.PathLike,
@@ -427,7 +211,8 @@ def _datasets(cfg: TrainConfig):
                                                **(cfg.ranges or {})})
     train_ds = FocalSeriesDataset(tr["wave"], tr["target"], tr["sampling"], n_images,
                                   cfg.batch_size, cfg.crop, multiple, seed=cfg.seed,
-                                  ranges=ranges, steps=cfg.steps_per_epoch, workers=cfg.workers)
+                                  ranges=ranges, steps=cfg.steps_per_epoch, workers=cfg.workers,
+                                  drift=cfg.drift, sampling_range=cfg.sampling_range)
     val_ds, va = None, None
     if cfg.val:
         va = load_waves(cfg.val, cfg.val_samples)
@@ -449,13 +234,20 @@ def _datasets(cfg: TrainConfig):
 
 def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
           max_minutes: float | None = None, verbose: int = 1,
-          evaluate_at_end: bool = True) -> dict[str, Any]:
+          init_from: str | os.PathLike | None = None,
+          finetune_from: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train (or continue training) into ``run_dir``; returns the run's state.
 
     Stops after ``cfg.epochs`` epochs, or earlier when the next epoch would not finish within
     ``max_minutes`` (then ``state["finished"]`` is False: call again to continue). A
     checkpoint is written after every epoch. With ``resume=False`` an existing run is
     overwritten.
+
+    ``init_from``: a shipped checkpoint (``models/<name>.keras`` with ``<name>.state.json``)
+    copied into an empty ``run_dir`` and continued exactly (weights, optimizer, epoch, RNG
+    positions), with the run's saved configuration. ``finetune_from``: a ``.keras`` file or
+    run directory whose weights start a *new* run of ``cfg`` (fresh optimizer and schedule,
+    e.g. on a user's own material class); ``cfg.network`` is taken from that checkpoint.
     """
     import keras
 
@@ -463,23 +255,37 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "state.json"
-    if resume and state_path.exists() and (run_dir / "last.keras").exists():
+    has_run = state_path.exists() and (run_dir / "last.keras").exists()
+    if init_from is not None and not (resume and has_run):
+        _seed_run_dir(Path(init_from), run_dir)
+        has_run = True
+    if resume and has_run:
         old = json.loads(state_path.read_text())
         saved = TrainConfig.from_dict(old["config"])
         if saved.epochs != cfg.epochs:  # the one setting that may change on resume
             saved.epochs = cfg.epochs
+        for key in ("train", "val"):  # data sets may live elsewhere in another checkout
+            if getattr(cfg, key) and not Path(getattr(saved, key) or "").exists():
+                setattr(saved, key, getattr(cfg, key))
         cfg = saved
-        _set_determinism(cfg.seed)
+        set_determinism(cfg.seed)
         model, state = load_checkpoint(run_dir)
         state["config"] = cfg.to_dict()
+        train_ds, val_ds, data_info, _ = _datasets(cfg)
         if verbose:
             print(f"resuming {run_dir} after epoch {state['epoch']}/{cfg.epochs}", flush=True)
     else:
-        _set_determinism(cfg.seed)
-        model = make_model(cfg)
+        base = None
+        if finetune_from is not None:
+            base, base_state = load_checkpoint(finetune_from, "best")
+            cfg.network = dict(base_state.get("config", {}).get("network") or cfg.network)
+        set_determinism(cfg.seed)
+        train_ds, val_ds, data_info, _ = _datasets(cfg)
+        model = make_model(cfg, cfg.epochs * len(train_ds), weights_from=base)
         state = dict(config=cfg.to_dict(), epoch=0, history={"loss": [], "val_loss": []},
                      epoch_seconds=[], train_seconds=0.0, best_val_loss=None, finished=False)
-    train_ds, val_ds, data_info, va = _datasets(cfg)
+        if finetune_from is not None:
+            state["finetuned_from"] = str(finetune_from)
     state["data"] = data_info
     state["machine"] = machine_description()
     state["backend"] = keras.backend.backend()
@@ -508,36 +314,30 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
         state["epoch"] = epoch + 1
         state["epoch_seconds"].append(dt)
         state["train_seconds"] = float(state["train_seconds"]) + dt
-        _atomic_save_model(model, run_dir / "last.keras")
+        state["samples_seen"] = int(state.get("samples_seen", 0)) + len(train_ds) * cfg.batch_size
+        atomic_save_model(model, run_dir / "last.keras")
         vl = state["history"]["val_loss"][-1] if "val_loss" in h else state["history"]["loss"][-1]
         if state["best_val_loss"] is None or vl < state["best_val_loss"]:
             state["best_val_loss"] = vl
             state["best_epoch"] = epoch + 1
-            _atomic_save_model(model, run_dir / "best.keras")
-        _atomic_write_json(state, state_path)
+            atomic_save_model(model, run_dir / "best.keras")
+        atomic_write_json(state, state_path)
         plot_learning_curve(state["history"], run_dir / "learning_curve.png",
                             title=f"{run_dir.name}")
     state["finished"] = state["epoch"] >= cfg.epochs
-    if state["finished"] and evaluate_at_end and va is not None and not state.get("metrics"):
-        from .evaluate import evaluate_arrays
-
-        best = model
-        if (run_dir / "best.keras").exists():  # the metrics describe the exported checkpoint
-            best, _ = load_checkpoint(run_dir, "best")
-        summary = evaluate_arrays(_keras_predictor(best), va, n_images=cfg.network["n_images"],
-                                  multiple=train_ds.multiple, seed=cfg.seed + 7919,
-                                  out_dir=run_dir / "evaluation", ranges=train_ds.ranges,
-                                  use_stored_images=not cfg.ranges)
-        state["metrics_checkpoint"] = "best"
-        state["metrics"] = {k: summary.get(k) for k in
-                            ("rmse_real", "rmse_imag", "delta", "peak_error_pm",
-                             "yscramble_rmse_real", "yscramble_rmse_imag", "n_samples")}
-    _atomic_write_json(state, state_path)
+    atomic_write_json(state, state_path)
     return state
 
 
-def _keras_predictor(model):
-    def predict(x: np.ndarray) -> np.ndarray:
-        return np.asarray(model(x, training=False), dtype=np.float32)
-
-    return predict
+def _seed_run_dir(source: Path, run_dir: Path) -> None:
+    """Copy a shipped checkpoint (``<name>.keras`` + ``<name>.state.json``) into ``run_dir``."""
+    if source.is_dir():
+        model, state_file = source / "last.keras", source / "state.json"
+    else:
+        model, state_file = source, source.with_suffix(".state.json")
+    if not model.exists() or not state_file.exists():
+        raise FileNotFoundError(f"{source} is not a checkpoint to resume: it needs {model.name} "
+                                f"and {state_file.name} (exitwave-train ship writes both)")
+    shutil.copyfile(model, run_dir / "last.keras")
+    shutil.copyfile(model, run_dir / "best.keras")
+    shutil.copyfile(state_file, run_dir / "state.json")
