@@ -33,7 +33,11 @@ def test_structures_fit_the_cell_and_are_reproducible(dataset):
         pos = a.atoms.positions
         assert len(a.atoms) > 3
         np.testing.assert_allclose(np.diag(a.atoms.cell)[:2], [20.0, 20.0])
-        assert pos[:, :2].min() >= cfg.margin - 1.0 and pos[:, :2].max() <= 20.0 - cfg.margin + 1.0
+        film = a.info.get("support", "flake") != "flake"
+        flake = pos[a.atoms.numbers != 6] if film else pos  # a support film fills the cell
+        assert flake[:, :2].min() >= cfg.margin - 1.0
+        assert flake[:, :2].max() <= 20.0 - cfg.margin + 1.0
+        assert pos[:, :2].min() >= 0 and pos[:, :2].max() < 20.0
         assert pos[:, 2].min() == pytest.approx(cfg.top_margin)
         assert a.atoms.cell[2, 2] == pytest.approx(pos[:, 2].max() + cfg.exit_distance)
     other = make_structure(cfg, _rng(99), index=0)
@@ -107,6 +111,36 @@ def test_mos2_on_graphene_distance_and_rotation_classes():
         if info["rotation_class"] != "random":
             assert info["relative_rotation_deg"] == float(info["rotation_class"])
     assert set(classes) == {"0", "15", "30", "random"}
+
+
+@pytest.mark.parametrize("support, layers", [("film", 1), ("bilayer", 2), ("graphite", 3)])
+def test_support_films_cover_the_field_and_stack_ab(support, layers):
+    """A continuous film (1-3 AB-stacked layers) fills the whole cell under the MoS2 flake."""
+    cfg = StructureConfig(dataset="mos2-graphene", size=192, sampling=0.125, max_tilt=0,
+                          jitter=0, vacancy_fraction=0, hole_fraction=0, support={support: 1})
+    s = make_structure(cfg, _rng(3))
+    assert s.info["support"] == support and s.info["support_layers"] == layers
+    c = s.atoms.numbers == 6
+    xy, z = s.atoms.positions[c, :2], s.atoms.positions[c, 2]
+    planes = np.unique(np.round(z, 3))
+    assert len(planes) == layers
+    np.testing.assert_allclose(np.diff(planes), st.GRAPHITE_SPACING, atol=1e-6)
+    # graphene's 0.382 atoms/A^2 per layer over the whole 24 A field (cut at the cell edges)
+    assert np.sum(c) == pytest.approx(layers * 0.382 * 24.0**2, rel=0.05)
+    hist, _, _ = np.histogram2d(xy[:, 0], xy[:, 1], bins=6, range=[[0, 24], [0, 24]])
+    assert hist.min() > 0.6 * hist.mean()  # no uncovered part of the field (lattice binning)
+    # AB stacking: half the atoms of layer 2 sit on atoms of layer 1, half over hexagon centres
+    if layers >= 2:
+        l1, l2 = xy[np.isclose(z, planes[0])], xy[np.isclose(z, planes[1])]
+        d = np.linalg.norm(l2[:, None] - l1[None], axis=-1).min(axis=1)
+        inner = np.all((l2 > 3) & (l2 < 21), axis=1)
+        assert np.mean(d[inner] < 0.05) == pytest.approx(0.5, abs=0.05)
+        assert np.all((d[inner] < 0.05) | (np.abs(d[inner] - 1.42) < 0.02))
+    labels = Counter(s.columns_label)
+    assert labels["Mo"] > 5 and labels["S2"] > 5
+    assert (labels["C2"] > 0) == (layers >= 2)
+    with pytest.raises(ValueError, match="support"):
+        StructureConfig(dataset="mos2-graphene", support={"carpet": 1})
 
 
 def test_prototype_database_and_element_set_split(tmp_path):

@@ -4,8 +4,13 @@ Three families, as in Larsen et al. (Sec. 2):
 
 - ``mos2``: unsupported MoS2 nanoflakes (2H), cut from an :func:`ase.build.mx2` layer to a
   random convex or hexagon-like shape of random size and in-plane orientation.
-- ``mos2-graphene``: an MoS2 flake 3.3-7.0 A from a larger graphene flake; the lattices are
-  rotated by 0, 15 or 30 deg or at random relative to each other (a quarter each).
+- ``mos2-graphene``: an MoS2 flake 3.3-7.0 A from graphene; the lattices are rotated by 0, 15
+  or 30 deg or at random relative to each other (a quarter each). The support
+  (``StructureConfig.support``, shares :data:`SUPPORT_SHARES`) is a graphene flake larger than
+  the MoS2 flake (25%), or a continuous film covering the whole field, as on a grid: a
+  monolayer (45%), an AB bilayer (20%) or ABA graphite (10%). A film is cut at the cell edges
+  (a seam where the rotated lattice meets its periodic image); its defects are those of every
+  structure (5% vacancies, 5% holes).
 - ``2d``: flakes of any 2D material of an ASE database (<= 8 atoms per cell), split into a
   training and a validation part 2:1 by element set (:func:`split_by_element_set`). The
   default is a built-in set of common 2D prototypes (:func:`prototype_materials`;
@@ -67,6 +72,12 @@ DATASETS = ("mos2", "mos2-graphene", "2d")
 
 _COLUMN_TOLERANCE = 0.2  # A: atoms closer than this in (x, y) share a column
 
+SUPPORT_LAYERS = {"flake": 1, "film": 1, "bilayer": 2, "graphite": 3}
+"""Supports of the ``mos2-graphene`` family: a graphene flake larger than the MoS2 flake, or a
+continuous film covering the whole field (the usual grid) of 1, 2 (AB) or 3 (ABA) layers."""
+SUPPORT_SHARES = {"flake": 0.25, "film": 0.45, "bilayer": 0.2, "graphite": 0.1}
+GRAPHITE_SPACING = 3.35  # A between graphene layers (AB stacking)
+
 
 @dataclasses.dataclass
 class StructureConfig:
@@ -89,6 +100,7 @@ class StructureConfig:
     jitter: float = 0.01
     max_tilt: float = 10.0
     graphene_distance: tuple[float, float] = (3.3, 7.0)
+    support: dict[str, float] = dataclasses.field(default_factory=lambda: dict(SUPPORT_SHARES))
     top_margin: float = 1.0
     exit_distance: float = 2.0
     database: str | None = None
@@ -99,6 +111,7 @@ class StructureConfig:
     def __post_init__(self):
         self.flake_fraction = tuple(self.flake_fraction)
         self.graphene_distance = tuple(self.graphene_distance)
+        self.support = {str(k): float(v) for k, v in dict(self.support).items()}
         self.validate()
 
     def validate(self) -> None:
@@ -124,6 +137,11 @@ class StructureConfig:
         dlo, dhi = self.graphene_distance
         if not 0 < dlo <= dhi:
             raise ValueError(f"graphene_distance must satisfy 0 < lo <= hi, got {self.graphene_distance}")
+        unknown = set(self.support) - set(SUPPORT_LAYERS)
+        if unknown or not self.support or any(v < 0 for v in self.support.values()) \
+                or sum(self.support.values()) <= 0:
+            raise ValueError(f"support must map some of {', '.join(SUPPORT_LAYERS)} to shares "
+                             f">= 0 (not all 0), got {self.support}")
         if self.split not in ("train", "validation", "all"):
             raise ValueError(f"split must be 'train', 'validation' or 'all', got {self.split!r}")
         if self.exit_distance < 0 or self.top_margin < 0:
@@ -138,6 +156,7 @@ class StructureConfig:
         d = dataclasses.asdict(self)
         d["flake_fraction"] = list(self.flake_fraction)
         d["graphene_distance"] = list(self.graphene_distance)
+        d["support"] = dict(self.support)
         return d
 
     @classmethod
@@ -245,7 +264,8 @@ def _random_shape(rng: np.random.Generator, radius: float, lattice_angle: float,
 
 
 def layer_flake(unit_cell: Atoms, rng: np.random.Generator, radius: float,
-                rotation: float | None = None, sixfold: bool | None = None) -> tuple[Atoms, dict]:
+                rotation: float | None = None, sixfold: bool | None = None,
+                round_shape: bool = False) -> tuple[Atoms, dict]:
     """Cut a flake of a 2D layer, centred on (0, 0) in ``x, y`` and on ``z = 0``.
 
     Parameters
@@ -259,6 +279,8 @@ def layer_flake(unit_cell: Atoms, rng: np.random.Generator, radius: float,
         In-plane rotation of the lattice in radians (random if omitted).
     sixfold : bool, optional
         Allow lattice-aligned hexagon-like shapes (default: the lattice is hexagonal).
+    round_shape : bool
+        Cut a plain disk of ``radius`` (a film larger than the field of view).
 
     Returns
     -------
@@ -288,7 +310,8 @@ def layer_flake(unit_cell: Atoms, rng: np.random.Generator, radius: float,
     c, s = math.cos(rotation), math.sin(rotation)
     xy = xy @ np.array([[c, s], [-s, c]])
     lattice_angle = math.atan2(a1[1], a1[0]) + rotation
-    planes = _random_shape(rng, radius, lattice_angle, sixfold)
+    planes = np.zeros((0, 3)) if round_shape else _random_shape(rng, radius, lattice_angle,
+                                                                 sixfold)
     inside = np.all(xy @ planes[:, :2].T <= planes[:, 2] + 1e-9, axis=1)
     inside &= np.hypot(xy[:, 0], xy[:, 1]) <= radius + 1e-9
     flake = Atoms(numbers=layer.numbers[inside],
@@ -316,29 +339,65 @@ def mos2_flake(rng: np.random.Generator, radius: float) -> tuple[Atoms, dict]:
     return flake, info
 
 
-def mos2_on_graphene(rng: np.random.Generator, radius_mos2: float, radius_graphene: float,
-                     distance: tuple[float, float] = (3.3, 7.0)) -> tuple[Atoms, dict]:
-    """An MoS2 flake on a graphene flake, centred at 0.
+def graphene_stack(n_layers: int = 1, a: float = 2.46,
+                   spacing: float = GRAPHITE_SPACING) -> Atoms:
+    """A cell of ``n_layers`` AB-stacked graphene layers (Bernal graphite for 3: ABA).
 
-    The graphene plane is ``d`` in ``distance`` A below the lower S plane; the MoS2 lattice is
-    rotated relative to the graphene by 0, 15 or 30 deg or a random angle, a quarter each.
+    Layer ``k`` is shifted in plane by ``k mod 2`` C-C bonds and lies ``k * spacing`` A
+    further along +z (the beam direction, so further from the MoS2 above it).
     """
+    base = graphene_layer(a)
+    bond = base.positions[1, :2] - base.positions[0, :2]
+    layers = []
+    for k in range(int(n_layers)):
+        layer = base.copy()
+        layer.positions[:, :2] += (k % 2) * bond
+        layer.positions[:, 2] += k * spacing
+        layers.append(layer)
+    stack = layers[0]
+    for layer in layers[1:]:
+        stack += layer
+    stack.cell = base.cell
+    return stack
+
+
+def mos2_on_graphene(rng: np.random.Generator, radius_mos2: float, radius_graphene: float,
+                     distance: tuple[float, float] = (3.3, 7.0), support: str = "flake",
+                     film_radius: float | None = None) -> tuple[Atoms, dict]:
+    """An MoS2 flake on graphene, centred at 0.
+
+    ``support``: ``"flake"``, a graphene flake of radius ``radius_graphene``; ``"film"``,
+    ``"bilayer"``, ``"graphite"``: a continuous 1, 2 (AB) or 3 (ABA) layer film cut to a disk of
+    ``film_radius`` A (larger than the field of view; :func:`make_structure` crops it to the
+    cell). The graphene plane is ``d`` in ``distance`` A below the lower S plane; the MoS2
+    lattice is rotated relative to the graphene by 0, 15 or 30 deg or a random angle, a
+    quarter each.
+    """
+    if support not in SUPPORT_LAYERS:
+        raise ValueError(f"support must be one of {', '.join(SUPPORT_LAYERS)}, got {support!r}")
     rot_g = float(rng.uniform(0, 2 * np.pi))
     choice = int(rng.integers(4))
     rel = [0.0, 15.0, 30.0, float(rng.uniform(0, 60.0))][choice]
-    graphene, _ = layer_flake(graphene_layer(), rng, radius_graphene, rotation=rot_g, sixfold=True)
+    if support == "flake":
+        graphene, _ = layer_flake(graphene_layer(), rng, radius_graphene, rotation=rot_g,
+                                  sixfold=True)
+    else:
+        radius = float(film_radius if film_radius is not None else 2 * radius_graphene)
+        graphene, _ = layer_flake(graphene_stack(SUPPORT_LAYERS[support]), rng, radius,
+                                  rotation=rot_g, sixfold=True, round_shape=True)
     mos2, info = layer_flake(mos2_layer(), rng, radius_mos2,
                              rotation=rot_g + math.radians(rel), sixfold=True)
     d = float(rng.uniform(*distance))
     # beam along +z: graphene below the MoS2 (larger z), d from the lower S plane
     s_low = mos2.positions[:, 2].max() if len(mos2) else 0.0
-    graphene.positions[:, 2] = s_low + d
+    graphene.positions[:, 2] += s_low + d - graphene.positions[:, 2].min()
     shift = rng.normal(0, 0.5, size=2)  # MoS2 not exactly on the graphene centre
     mos2.positions[:, :2] += shift
     combined = mos2 + graphene
     info.update({"material": "MoS2/graphene", "relative_rotation_deg": rel,
                  "rotation_class": ["0", "15", "30", "random"][choice], "distance": d,
-                 "graphene_radius": float(radius_graphene)})
+                 "support": support, "support_layers": SUPPORT_LAYERS[support],
+                 "graphene_radius": float(radius_graphene if support == "flake" else radius)})
     return combined, info
 
 
@@ -423,10 +482,19 @@ def _finalise(atoms: Atoms, config: StructureConfig, rng: np.random.Generator,
     atoms, tinfo = tilt(atoms, rng, config.max_tilt)
     info.update(tinfo)
     extent = config.extent
+    film = info.get("support", "flake") != "flake"
+    if film and len(atoms):  # a film covering the field: centre the MoS2, crop the film
+        pos = atoms.positions
+        ref = pos[atoms.numbers != 6] if np.any(atoms.numbers != 6) else pos
+        pos[:, :2] += extent / 2 - 0.5 * (ref[:, :2].max(axis=0) + ref[:, :2].min(axis=0))
+        atoms.positions = pos
+        keep = (atoms.numbers != 6) | np.all((pos[:, :2] >= 0) & (pos[:, :2] < extent), axis=1)
+        atoms, column_ids = atoms[keep], column_ids[keep]
     if len(atoms):
         pos = atoms.positions
-        center_xy = 0.5 * (pos[:, :2].max(axis=0) + pos[:, :2].min(axis=0))
-        pos[:, :2] += extent / 2 - center_xy
+        if not film:
+            center_xy = 0.5 * (pos[:, :2].max(axis=0) + pos[:, :2].min(axis=0))
+            pos[:, :2] += extent / 2 - center_xy
         pos[:, 2] += config.top_margin - pos[:, 2].min()
         atoms.positions = pos
         depth = pos[:, 2].max() + config.exit_distance
@@ -652,7 +720,13 @@ def make_structure(config: StructureConfig, rng: np.random.Generator,
         r_g = _flake_radius(config, rng, room + 0.5)
         r_g = max(r_g, 0.5 * (config.extent - 2 * config.margin) - room - 0.5)  # graphene large
         r_m = r_g * rng.uniform(0.5, 0.85)
-        atoms, info = mos2_on_graphene(rng, r_m, r_g, config.graphene_distance)
+        kinds = sorted(config.support)
+        shares = np.array([config.support[k] for k in kinds])
+        kind = kinds[int(rng.choice(len(kinds), p=shares / shares.sum()))]
+        if kind != "flake":  # the film covers the field: the MoS2 flake as large as unsupported
+            r_m = _flake_radius(config, rng, room)
+        atoms, info = mos2_on_graphene(rng, r_m, r_g, config.graphene_distance, kind,
+                                       film_radius=0.75 * config.extent * math.sqrt(2) + 2.0)
         info["n_mos2"] = int(np.sum(atoms.numbers != 6))
     elif config.dataset == "2d":
         mats = materials_for(config)
