@@ -161,3 +161,83 @@ def test_learns_mos2_better_than_y_scramble(tmp_path):
     assert s["peak_error_pm"] is not None and s["peak_error_pm"] < 20
     # the ONNX model gives the numbers the Keras checkpoint gave during training
     assert s["rmse_imag"] == pytest.approx(state["metrics"]["rmse_imag"], rel=1e-3)
+
+
+def test_drift_and_pixel_size_jitter_in_the_feed(toy):
+    """Drift shifts the images of a series against each other (not the target); a jittered
+    pixel size rescales images and target together."""
+    from exitwave_training.feed import random_drift, shift_series
+
+    d = load_waves(toy)
+    rng = np.random.default_rng(0)
+    shifts = np.stack([random_drift(rng, 3, 2.0) for _ in range(200)])
+    assert np.abs(shifts.mean(axis=1)).max() < 1e-12  # the series' mean frame is kept
+    assert np.linalg.norm(shifts, axis=-1).max() <= 4.0 + 1e-9  # two vectors of <= 2 px
+    im = d["images"][0]
+    moved = shift_series(im, [[3, -2]] * 3)
+    np.testing.assert_allclose(moved[:, 3:, :-2], im[:, :-3, 2:], atol=1e-4)
+    args = (d["wave"], d["target"], d["sampling"], 3, 4, 32, 4)
+    plain = FocalSeriesDataset(*args, seed=1)
+    drifted = FocalSeriesDataset(*args, seed=1, drift=2.0)
+    (x0, y0), (x1, y1) = plain[0], drifted[0]
+    np.testing.assert_array_equal(y0, y1)  # same crops and targets
+    assert not np.allclose(x0, x1)
+    jitter = FocalSeriesDataset(*args, seed=1, sampling_range=(0.18, 0.22))
+    xj, yj = jitter[0]
+    assert xj.shape == x0.shape and not np.allclose(yj, y0)  # the target is rescaled too
+    with pytest.raises(ValueError, match="drift"):
+        FocalSeriesDataset(*args, drift=-1)
+
+
+@pytest.mark.parametrize("kw", [dict(schedule="cosine", optimizer="adamw", learning_rate=2e-3),
+                                dict(loss="charbonnier"), dict(loss="column_mse", drift=1.0)])
+def test_recipes_resume_bit_for_bit(toy, tmp_path, kw):
+    """The schedule (a function of the update count), the losses and the drift resume exactly."""
+    straight = train(_cfg(toy, **kw), tmp_path / "a", verbose=0)
+    stopped = train(_cfg(toy, **kw), tmp_path / "b", verbose=0, max_minutes=1e-3)
+    assert stopped["epoch"] == 1  # stopped by the time budget, as a session ends
+    resumed = train(_cfg(toy, **kw), tmp_path / "b", verbose=0)
+    assert resumed["history"] == straight["history"]
+    ma, _ = load_checkpoint(tmp_path / "a")
+    mb, _ = load_checkpoint(tmp_path / "b")
+    for wa, wb in zip(ma.get_weights(), mb.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    if kw.get("schedule") == "cosine":  # warm-up then decay: the rate moved with the steps
+        lr = ma.optimizer.learning_rate
+        assert float(np.asarray(lr)) < kw["learning_rate"]
+    with pytest.raises(ValueError, match="loss"):
+        TrainConfig(loss="huber")
+
+
+def test_shipped_checkpoint_resumes_bit_for_bit_and_finetunes(toy, tmp_path):
+    """`ship` puts a run's checkpoint in models/; `train --init-from` continues it exactly as
+    the run itself would have continued; `finetune --from` starts a new run from its weights."""
+    from exitwave_training.checkpoint import ship_checkpoint
+    from exitwave_training.cli import main
+
+    cfg = dict(schedule="cosine", optimizer="adam", learning_rate=2e-3)
+    straight = train(_cfg(toy, epochs=3, **cfg), tmp_path / "a", verbose=0)
+    train(_cfg(toy, epochs=3, **cfg), tmp_path / "b", verbose=0, max_minutes=1e-3)
+    shipped = ship_checkpoint(tmp_path / "b", tmp_path / "models", "toy")
+    assert shipped.with_suffix(".state.json").exists()
+    resumed = train(_cfg(toy, epochs=3, **cfg), tmp_path / "c", verbose=0, init_from=shipped)
+    assert resumed["history"] == straight["history"]
+    ma, _ = load_checkpoint(tmp_path / "a")
+    mc, _ = load_checkpoint(tmp_path / "c")
+    for wa, wc in zip(ma.get_weights(), mc.get_weights()):
+        np.testing.assert_array_equal(wa, wc)
+    with pytest.raises(ValueError, match="max-mb"):
+        ship_checkpoint(tmp_path / "b", tmp_path / "models", "big", max_mb=1e-3)
+    rc = main(["finetune", "--from", str(shipped), "--train", toy, "--val", toy,
+               "--out", str(tmp_path / "ft"), "--epochs", "1", "--batch-size", "4",
+               "--crop", "32", "--quiet"])
+    assert rc == 0
+    state = json.loads((tmp_path / "ft" / "state.json").read_text())
+    assert state["finetuned_from"] == str(shipped) and state["epoch"] == 1
+    assert state["config"]["network"] == TINY and state["metrics"]["n_samples"] == 8
+    mf, _ = load_checkpoint(tmp_path / "ft")
+    mb, _ = load_checkpoint(shipped)
+    # it started from the shipped weights and moved away from them
+    assert any(not np.array_equal(a, b) for a, b in zip(mf.get_weights(), mb.get_weights()))
+    assert main(["finetune", "--from", "no-such-network", "--train", toy,
+                 "--out", str(tmp_path / "x")]) == 2
