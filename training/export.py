@@ -176,45 +176,33 @@ def write_model_card(onnx_path: str | os.PathLike, json_path: str | os.PathLike 
     ``sha256`` and ``onnx_file`` are filled in from the ONNX file; everything else comes from
     ``fields`` (``name``, ``description``, ``sampling``, ``n_images``, ``defocus_step``,
     ``defocus_range``, ``energy``, ``size_multiple``, ``dtype``, ``dataset``, ``training``,
-    ``metrics``, ...). Uses :class:`napari_exitwave.inference.ModelCard` when it is available
-    so the card is exactly what the plugin reads.
+    ``metrics``, ...). The plugin's :class:`napari_exitwave.inference.ModelCard` checks and
+    writes it, so the card is exactly what the plugin reads (one card writer).
     """
+    from napari_exitwave.inference import ModelCard
+
     onnx_path = Path(onnx_path)
     json_path = Path(json_path) if json_path else onnx_path.with_suffix(".json")
-    card = _card_fields(onnx_path, **fields)
-    card = json.loads(json.dumps(card, default=_json_default))
-    try:
-        from napari_exitwave.inference import ModelCard  # plugin-core's reader/writer
-    except Exception:  # noqa: BLE001 - not written yet, or an older plugin
-        ModelCard = None
-    if ModelCard is not None and hasattr(ModelCard, "from_dict") and hasattr(ModelCard, "save"):
-        try:
-            mc = ModelCard.from_dict(card)
-            try:
-                mc.save(json_path)
-            except TypeError:
-                mc.path = json_path
-                mc.save()
-            return json_path
-        except Exception:  # noqa: BLE001 - fall back to the plain JSON of the contract
-            pass
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    card = json.loads(json.dumps(_card_fields(onnx_path, **fields), default=_json_default))
+    tmp = json_path.with_name(json_path.name + ".tmp")
+    ModelCard.from_dict(card, json_path).save(tmp)
     os.replace(tmp, json_path)
     return json_path
 
 
 def read_model_card(json_path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
-    """Read a card written by :func:`write_model_card`; check the ONNX file's sha256."""
-    json_path = Path(json_path)
-    card = json.loads(json_path.read_text())
-    if verify:
-        onnx_path = json_path.parent / card["onnx_file"]
-        digest = sha256_file(onnx_path)
-        if digest != card["sha256"]:
-            raise ValueError(f"{onnx_path} does not match its model card {json_path} "
-                             f"(sha256 {digest[:12]}... != {card['sha256'][:12]}...); re-export it.")
-    return card
+    """Read a card written by :func:`write_model_card` (the plugin's reader); check its digest."""
+    from napari_exitwave.inference import ModelCard
+
+    from napari_exitwave.errors import ModelError
+
+    try:
+        card = ModelCard.load(json_path)
+        if verify:
+            card.verify()
+    except ModelError as exc:  # the exporter's callers expect ValueError
+        raise ValueError(str(exc)) from exc
+    return json.loads(Path(json_path).read_text())
 
 
 def _json_default(o):
@@ -263,7 +251,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
     The card's sampling, n_images, defocus step, data set and training configuration come from
     the run's ``state.json`` (written by :mod:`exitwave_training.train`).
     """
-    from .train import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     model, state = load_checkpoint(checkpoint)
     if any(getattr(la, "compute_dtype", "float32") != "float32" for la in model.layers):
@@ -309,6 +297,11 @@ def _fields_from_state(state: dict[str, Any], name: str, description: str) -> di
             epochs=state.get("epoch"),
             optimizer=cfg.get("optimizer"),
             learning_rate=cfg.get("learning_rate"),
+            schedule=cfg.get("schedule", "constant"),
+            loss=cfg.get("loss", "mse"),
+            drift_px=cfg.get("drift", 0.0),
+            sampling_range=cfg.get("sampling_range"),
+            samples_seen=state.get("samples_seen"),
             batch_size=cfg.get("batch_size"),
             crop=cfg.get("crop"),
             seed=cfg.get("seed"),
