@@ -187,6 +187,16 @@ def test_drift_and_pixel_size_jitter_in_the_feed(toy):
     assert xj.shape == x0.shape and not np.allclose(yj, y0)  # the target is rescaled too
     with pytest.raises(ValueError, match="drift"):
         FocalSeriesDataset(*args, drift=-1)
+    # two crops per simulated series: the first is the one-crop sample, the second another
+    # crop of the same series (the same microscope, so the same statistics in every image)
+    two = FocalSeriesDataset(*args, seed=1, crops=2)
+    x2, y2 = two[0]
+    assert x2.shape == x0.shape
+    np.testing.assert_array_equal(x2[0], x0[0])
+    np.testing.assert_array_equal(y2[0], y0[0])
+    assert not np.allclose(y2[1], y0[1])
+    with pytest.raises(ValueError, match="crops"):
+        FocalSeriesDataset(*args, crops=0)
 
 
 @pytest.mark.parametrize("kw", [dict(schedule="cosine", optimizer="adamw", learning_rate=2e-3),

@@ -171,12 +171,15 @@ def _add_recipe(p) -> None:
     p.add_argument("--sampling-jitter", type=float, nargs=2, metavar=("LO", "HI"),
                    help="draw each training series' true pixel size from LO..HI A "
                         "(e.g. 0.215 0.235 for a 0.22 A/px network)")
+    p.add_argument("--crops-per-series", type=int, default=1,
+                   help="training crops cut from each simulated focal series (default: 1)")
 
 
 def _recipe_kwargs(args) -> dict:
     return dict(optimizer=args.optimizer, learning_rate=args.lr, schedule=args.schedule,
                 warmup=args.warmup, weight_decay=args.weight_decay, loss=args.loss,
-                drift=args.drift, sampling_range=args.sampling_jitter)
+                drift=args.drift, sampling_range=args.sampling_jitter,
+                crops_per_series=args.crops_per_series)
 
 
 def _report_run(args, cfg, state, evaluate: bool = True) -> int:

@@ -64,7 +64,8 @@ class TrainConfig:
     update (a function of the update count, so it resumes exactly). ``loss``: ``"mse"`` (the
     paper's), ``"l1"``, ``"charbonnier"`` (smooth L1, eps 1e-3) or ``"column_mse"`` (MSE
     weighted by ``1 + column_weight * |target - 1| / 0.1``: extra weight on atomic columns).
-    ``weight_decay`` is AdamW's. ``drift`` (px) and ``sampling_range`` (A) are the feed's.
+    ``weight_decay`` is AdamW's. ``drift`` (px), ``sampling_range`` (A) and
+    ``crops_per_series`` are the feed's (:class:`~exitwave_training.feed.FocalSeriesDataset`).
     """
 
     train: str = ""
@@ -92,6 +93,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     drift: float = 0.0
     sampling_range: tuple[float, float] | None = None
+    crops_per_series: int = 1
 
     def __post_init__(self):
         for name, value, allowed in (("optimizer", self.optimizer, OPTIMIZERS),
@@ -212,7 +214,8 @@ def _datasets(cfg: TrainConfig):
     train_ds = FocalSeriesDataset(tr["wave"], tr["target"], tr["sampling"], n_images,
                                   cfg.batch_size, cfg.crop, multiple, seed=cfg.seed,
                                   ranges=ranges, steps=cfg.steps_per_epoch, workers=cfg.workers,
-                                  drift=cfg.drift, sampling_range=cfg.sampling_range)
+                                  drift=cfg.drift, sampling_range=cfg.sampling_range,
+                                  crops=cfg.crops_per_series)
     val_ds, va = None, None
     if cfg.val:
         va = load_waves(cfg.val, cfg.val_samples)
