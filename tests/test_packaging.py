@@ -1,4 +1,4 @@
-"""The npe2 manifest: one source (top-level napari.yaml), found by napari, shipped in the wheel."""
+"""The npe2 manifest: one source (src/napari_exitwave/napari.yaml), found by napari, in the wheel."""
 
 from __future__ import annotations
 
@@ -12,15 +12,17 @@ import pytest
 npe2 = pytest.importorskip("npe2")
 
 ROOT = Path(__file__).resolve().parents[1]
+MANIFEST = ROOT / "src" / "napari_exitwave" / "napari.yaml"
 
 
-def test_package_manifest_is_the_top_level_file():
-    packaged = ROOT / "src" / "napari_exitwave" / "napari.yaml"
-    assert packaged.resolve() == (ROOT / "napari.yaml").resolve()
+def test_manifest_is_one_real_file_inside_the_package():
+    """Not a link (a Windows checkout turns one into a text stub), and no second copy."""
+    assert MANIFEST.is_file() and not MANIFEST.is_symlink()
+    assert not (ROOT / "napari.yaml").exists()
 
 
 def test_manifest_is_valid_and_discovered_from_the_install():
-    manifest = npe2.PluginManifest.from_file(ROOT / "napari.yaml")
+    manifest = npe2.PluginManifest.from_file(MANIFEST)
     assert manifest.name == "napari-exitwave"
     pm = npe2.PluginManager.instance()
     pm.discover()
@@ -39,7 +41,7 @@ def test_wheel_ships_the_manifest_and_its_entry_point(tmp_path):
     (wheel,) = tmp_path.glob("napari_exitwave-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
-        assert z.read("napari_exitwave/napari.yaml") == (ROOT / "napari.yaml").read_bytes()
+        assert z.read("napari_exitwave/napari.yaml") == MANIFEST.read_bytes()
         entry_points = z.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "napari-exitwave = napari_exitwave:napari.yaml" in entry_points
     assert any(n.startswith("exitwave_training/") for n in names)

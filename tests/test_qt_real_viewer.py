@@ -197,10 +197,10 @@ def test_dm_sample_opens_as_image_layer(real_viewer, name):
         pytest.skip("DM sample files not found (tests/data or $NAPARI_EXITWAVE_DM_SAMPLES)")
     import napari
 
-    from napari_exitwave import _napari
+    from napari_exitwave import _reader
 
     path = files[name]
-    if _napari.get_reader(str(path)) is None:
+    if _reader.get_reader(str(path)) is None:
         pytest.skip(f"the reader declines {name}")
     from rsciio.digitalmicrograph import file_reader
 

@@ -17,7 +17,7 @@ from napari.components import ViewerModel  # noqa: E402
 from onnx_helpers import make_conv_model, reference_output  # noqa: E402
 
 from napari_exitwave import physics  # noqa: E402
-from napari_exitwave._napari import exit_wave_layers  # noqa: E402
+from napari_exitwave._reader import exit_wave_layers  # noqa: E402
 from napari_exitwave.io import write_series_tiff  # noqa: E402
 
 pytestmark = pytest.mark.gui
