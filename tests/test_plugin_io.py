@@ -6,7 +6,6 @@ manager), i.e. the same path napari takes, so a wrong python_name or signature f
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +18,6 @@ from napari_exitwave.io import read_exit_wave, write_exit_wave_tiff, write_serie
 from napari_exitwave.peaks import read_peaks_csv  # noqa: E402
 
 PLUGIN = "napari-exitwave"
-DM_DIRS = [Path(__file__).parent / "data", Path(os.environ.get("NAPARI_EXITWAVE_DM_SAMPLES", "")),
-           Path(__file__).resolve().parents[2] / "shared" / "dm-samples"]
-
-
-def dm_samples():
-    for d in DM_DIRS:
-        if str(d) and d.is_dir():
-            files = sorted(p for p in d.iterdir() if p.suffix.lower() in (".dm3", ".dm4"))
-            if files:
-                return files
-    return []
-
-
 @pytest.fixture(scope="module", autouse=True)
 def pm():
     pm = npe2.PluginManager.instance()
@@ -112,13 +98,8 @@ def test_read_folder_and_exit_wave(tmp_path):
     assert layers[0][1]["colormap"] == layers[1][1]["colormap"]
 
 
-@pytest.mark.parametrize("name", [p.name for p in dm_samples()] or ["(no DM samples)"])
-def test_dm_samples_open(name):
-    files = {p.name: p for p in dm_samples()}
-    if name not in files:
-        assert not os.environ.get("CI"), "DM sample files must be found in CI (../shared/dm-samples)"
-        pytest.skip("DM sample files not found (tests/data or $NAPARI_EXITWAVE_DM_SAMPLES)")
-    path = files[name]
+def test_dm_samples_open(dm_file):
+    path, name = dm_file, dm_file.name
     from rsciio.digitalmicrograph import file_reader
 
     expected = np.asarray(file_reader(str(path))[0]["data"])
