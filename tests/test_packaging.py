@@ -124,13 +124,19 @@ def test_wheel_ships_manifest_networks_and_index_metadata(dist):
         info = next(n for n in names if n.endswith(".dist-info/METADATA"))
         meta = email.message_from_bytes(z.read(info))
         entry_points = z.read(info.replace("METADATA", "entry_points.txt")).decode()
-        # every shipped network: its card, and the ONNX file the card's sha256 names
+        # every shipped network: its card, the ONNX file the card's sha256 names, and the
+        # external-data files the card lists (a name package-data does not match fails here)
         assert CARDS
         for card_path in CARDS:
             card = json.loads(card_path.read_text())
             assert z.read(f"napari_exitwave/models/{card_path.name}") == card_path.read_bytes()
             onnx = z.read(f"napari_exitwave/models/{card['onnx_file']}")
             assert _sha256(onnx) == card["sha256"], card["name"]
+            for loc, digest in (card.get("external_data_sha256") or {}).items():
+                member = f"napari_exitwave/models/{loc}"
+                assert member in names, (f"{card['name']}: external data {loc} is not in the "
+                                         f"wheel; save it as <name>.onnx.data beside the model")
+                assert _sha256(z.read(member)) == digest, loc
     shipped = {n for n in names if n.startswith("napari_exitwave/models/")}
     assert shipped == {f"napari_exitwave/models/{p.name}" for pat in SHIPPED
                        for p in (ROOT / "models").glob(pat)}
