@@ -39,7 +39,8 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture
 def dm_file(request) -> Path:
     if request.param is None:
-        assert not os.environ.get("CI"), "DM sample files must be found in CI (../shared/dm-samples)"
+        assert not os.environ.get("CI"), \
+            "DM sample files must be found in CI (../shared/dm-samples)"
         pytest.skip("DM sample files not found (tests/data or $NAPARI_EXITWAVE_DM_SAMPLES)")
     return request.param
 

@@ -38,7 +38,8 @@ _HIDDEN_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "NAPA
 def _run(cmd, timeout=300, **kwargs):
     out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout,
                          **kwargs)
-    assert out.returncode == 0, f"{' '.join(map(str, cmd))}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    assert out.returncode == 0, \
+        f"{' '.join(map(str, cmd))}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out
 
 
@@ -207,12 +208,20 @@ def _mkdir(p: Path) -> Path:
 # the wheel in a fresh virtual environment
 
 
-@pytest.mark.slow
-def test_wheel_installs_and_reconstructs_in_a_fresh_venv(dist, tmp_path_factory):
-    """pip install of the wheel (with its dependencies) into a new venv outside the checkout."""
-    _, wheel = dist
+@pytest.fixture
+def user_home(tmp_path_factory):
+    """A folder outside the checkout for the new venv (~600 MB, removed afterwards)."""
     base = tmp_path_factory.mktemp("user")
     assert ROOT not in base.parents, "the fresh venv must live outside the checkout"
+    yield base
+    shutil.rmtree(base / "venv", ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_reconstructs_in_a_fresh_venv(dist, user_home):
+    """pip install of the wheel (with its dependencies) into a new venv outside the checkout."""
+    _, wheel = dist
+    base = user_home
     venv, work = base / "venv", _mkdir(base / "work")
     _run([sys.executable, "-m", "venv", "--without-pip", venv])
     py, bindir = venv / "bin" / "python", venv / "bin"
