@@ -6,7 +6,6 @@ manager), i.e. the same path napari takes, so a wrong python_name or signature f
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,24 +13,11 @@ import pytest
 
 npe2 = pytest.importorskip("npe2")
 
-from napari_exitwave import _napari  # noqa: E402
+from napari_exitwave import _reader, _writer  # noqa: E402
 from napari_exitwave.io import read_exit_wave, write_exit_wave_tiff, write_series_tiff  # noqa: E402
 from napari_exitwave.peaks import read_peaks_csv  # noqa: E402
 
 PLUGIN = "napari-exitwave"
-DM_DIRS = [Path(__file__).parent / "data", Path(os.environ.get("NAPARI_EXITWAVE_DM_SAMPLES", "")),
-           Path(__file__).resolve().parents[2] / "shared" / "dm-samples"]
-
-
-def dm_samples():
-    for d in DM_DIRS:
-        if str(d) and d.is_dir():
-            files = sorted(p for p in d.iterdir() if p.suffix.lower() in (".dm3", ".dm4"))
-            if files:
-                return files
-    return []
-
-
 @pytest.fixture(scope="module", autouse=True)
 def pm():
     pm = npe2.PluginManager.instance()
@@ -63,11 +49,11 @@ def test_get_reader_declines_without_raising(tmp_path):
     empty.mkdir()
     for p in [tmp_path / "notes.txt", tmp_path / "missing.dm4", empty, tmp_path / "x.png",
               [], [str(tmp_path / "notes.txt")], 12345, None]:
-        assert _napari.get_reader(p) is None
+        assert _reader.get_reader(p) is None
     # a corrupt DM file is accepted by get_reader, and the read itself gives a clear error
     bad = tmp_path / "bad.dm4"
     bad.write_bytes(b"not a dm file at all" * 10)
-    reader = _napari.get_reader(str(bad))
+    reader = _reader.get_reader(str(bad))
     assert reader is not None
     from napari_exitwave.errors import ReaderError
 
@@ -112,17 +98,12 @@ def test_read_folder_and_exit_wave(tmp_path):
     assert layers[0][1]["colormap"] == layers[1][1]["colormap"]
 
 
-@pytest.mark.parametrize("name", [p.name for p in dm_samples()] or ["(no DM samples)"])
-def test_dm_samples_open(name):
-    files = {p.name: p for p in dm_samples()}
-    if name not in files:
-        assert not os.environ.get("CI"), "DM sample files must be found in CI (../shared/dm-samples)"
-        pytest.skip("DM sample files not found (tests/data or $NAPARI_EXITWAVE_DM_SAMPLES)")
-    path = files[name]
+def test_dm_samples_open(dm_file):
+    path, name = dm_file, dm_file.name
     from rsciio.digitalmicrograph import file_reader
 
     expected = np.asarray(file_reader(str(path))[0]["data"])
-    assert _napari.get_reader(str(path)) is not None
+    assert _reader.get_reader(str(path)) is not None
     layers = npe2.read([str(path)], stack=False, plugin_name=PLUGIN)
     (data, kwargs, kind), = layers
     assert kind == "image"
@@ -136,7 +117,7 @@ def test_dm_samples_open(name):
 def _wave_layers(sampling=0.1):
     yy, xx = np.mgrid[:16, :20]
     wave = (1 + 0.01 * yy + 1j * 0.02 * xx).astype(np.complex64)
-    return wave, _napari.exit_wave_layers(wave, sampling, name="ew", metadata={"model": "m"})
+    return wave, _reader.exit_wave_layers(wave, sampling, name="ew", metadata={"model": "m"})
 
 
 @pytest.mark.parametrize("ext", [".tif", ".zarr"])
@@ -157,7 +138,7 @@ def test_write_exit_wave_through_npe2(tmp_path, ext):
 
 def test_write_exit_wave_refuses_other_images(tmp_path):
     with pytest.raises(ValueError, match="real and imaginary"):
-        _napari.write_exit_wave(str(tmp_path / "x.tif"),
+        _writer.write_exit_wave(str(tmp_path / "x.tif"),
                                 [(np.zeros((4, 4)), {"name": "plain"}, "image")])
 
 

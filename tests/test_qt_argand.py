@@ -120,7 +120,7 @@ def test_labels_classify_and_export(setup, tmp_path):
 
 def test_reconstruction_widget_opens_linked_plot(qtbot):
     """'Find peaks' then 'Argand plot' from the reconstruction widget link the two views."""
-    from napari_exitwave._napari import exit_wave_layers
+    from napari_exitwave._reader import exit_wave_layers
     from napari_exitwave._qt.reconstruction import ReconstructionWidget
 
     viewer = ViewerModel()

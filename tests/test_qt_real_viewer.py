@@ -25,8 +25,6 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from test_plugin_io import dm_samples  # noqa: E402
-
 PLUGIN = "napari-exitwave"
 RECON_WIDGET = "Exit-wave reconstruction"  # display names in napari.yaml
 ARGAND_WIDGET = "Argand plot"
@@ -53,7 +51,7 @@ if _REASON is not None:
         pytest.fail("CI must run the real-viewer tests: " + _why, pytrace=False)
     pytest.skip(_why, allow_module_level=True)
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("exitwave_plugin")]
 
 SAMPLING = 0.105  # A/px of the bundled series and of the shipped mos2 model
 CHILD = "NAPARI_EXITWAVE_REAL_VIEWER_CHILD"  # set in the fresh process
@@ -97,14 +95,6 @@ def test_real_viewer_in_fresh_process():
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     assert " passed" in proc.stdout.strip().splitlines()[-1], out[-3000:]
-
-
-@pytest.fixture(autouse=True)
-def _plugin(npe2pm):
-    from npe2 import PluginManifest
-
-    npe2pm.register(PluginManifest.from_distribution(PLUGIN))
-    return npe2pm
 
 
 def _use_only(widget, *names):
@@ -189,18 +179,13 @@ def test_sample_series_reconstructed_in_real_viewer(real_viewer, qtbot):
     assert plot2.layer == peaks and plot2.selected() == [0, len(v) - 1]
 
 
-@pytest.mark.parametrize("name", [p.name for p in dm_samples()] or ["(no DM samples)"])
-def test_dm_sample_opens_as_image_layer(real_viewer, name):
-    files = {p.name: p for p in dm_samples()}
-    if name not in files:
-        assert not os.environ.get("CI"), "DM sample files must be found in CI (../shared/dm-samples)"
-        pytest.skip("DM sample files not found (tests/data or $NAPARI_EXITWAVE_DM_SAMPLES)")
+def test_dm_sample_opens_as_image_layer(dm_file, real_viewer):
     import napari
 
-    from napari_exitwave import _napari
+    from napari_exitwave import _reader
 
-    path = files[name]
-    if _napari.get_reader(str(path)) is None:
+    path, name = dm_file, dm_file.name
+    if _reader.get_reader(str(path)) is None:
         pytest.skip(f"the reader declines {name}")
     from rsciio.digitalmicrograph import file_reader
 

@@ -17,22 +17,13 @@ from napari.components import ViewerModel  # noqa: E402
 from onnx_helpers import make_conv_model, reference_output  # noqa: E402
 
 from napari_exitwave import physics  # noqa: E402
-from napari_exitwave._napari import exit_wave_layers  # noqa: E402
+from napari_exitwave._reader import exit_wave_layers  # noqa: E402
 from napari_exitwave.io import write_series_tiff  # noqa: E402
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("exitwave_plugin")]
 
 N_POOL = 2
 SAMPLING = 0.1
-
-
-@pytest.fixture(autouse=True)
-def _plugin(npe2pm):
-    """This plugin registered with napari's (test) plugin manager, discovery of others blocked."""
-    from npe2 import PluginManifest
-
-    npe2pm.register(PluginManifest.from_distribution("napari-exitwave"))
-    return npe2pm
 
 
 @pytest.fixture(scope="module")

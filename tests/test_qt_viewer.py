@@ -14,15 +14,7 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(autouse=True)
-def _plugin(npe2pm):
-    from npe2 import PluginManifest
-
-    npe2pm.register(PluginManifest.from_distribution("napari-exitwave"))
-    return npe2pm
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("exitwave_plugin")]
 
 
 def test_widgets_dock_and_link_in_napari(make_napari_viewer_proxy):

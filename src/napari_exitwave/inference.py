@@ -193,9 +193,10 @@ class ModelCard:
 def models_dirs(models_dir: str | os.PathLike | Sequence | None = None) -> list[Path]:
     """Folders searched for models, in priority order.
 
-    ``models_dir`` if given; else ``$NAPARI_EXITWAVE_MODELS`` folders, the repository's
-    ``models/`` (editable installs: ``src/napari_exitwave/../../models``), and ``models/`` inside
-    the installed package.
+    ``models_dir`` if given; else ``$NAPARI_EXITWAVE_MODELS`` folders, then the shipped
+    networks: the repository's ``models/`` when running from a source checkout (editable
+    installs: ``src/napari_exitwave/../../models``), else the package data ``models/`` inside the
+    installed package (the wheel maps the repository's ``models/`` there, see pyproject.toml).
     """
     if models_dir is not None:
         if isinstance(models_dir, (str, os.PathLike)):
@@ -203,7 +204,9 @@ def models_dirs(models_dir: str | os.PathLike | Sequence | None = None) -> list[
         return [Path(p) for p in models_dir]
     dirs = [Path(p) for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p]
     here = Path(__file__).resolve().parent
-    dirs += [here.parent.parent / "models", here / "models"]
+    if here.parent.name == "src":  # a source checkout, not site-packages/.. of an install
+        dirs.append(here.parent.parent / "models")
+    dirs.append(here / "models")
     out = []
     for d in dirs:
         if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:

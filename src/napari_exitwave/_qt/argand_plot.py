@@ -262,7 +262,7 @@ class ArgandPlotWidget(QWidget):
 
     def export_csv(self, path) -> str:
         """Write the peaks with their complex values and labels (the plugin's CSV writer)."""
-        from .._napari import write_points_csv
+        from .._writer import write_points_csv
 
         ly = self.layer
         return write_points_csv(str(path), ly.data, {"features": ly.features,

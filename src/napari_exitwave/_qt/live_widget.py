@@ -43,7 +43,7 @@ def append_reconstruction(viewer, result: SeriesResult, name: str = LIVE_NAME,
     Creates the layers on the first call (and again if the frame size changes: a new pair
     ``name (2)``...); moves the time slider to the newest frame. Returns the two layers.
     """
-    from napari_exitwave._napari import exit_wave_layers
+    from napari_exitwave._reader import exit_wave_layers
 
     rec = result.reconstruction
     wave = np.asarray(getattr(rec, "exit_wave", rec))

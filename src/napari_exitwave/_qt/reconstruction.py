@@ -3,7 +3,7 @@
 A thin view: the checks are :func:`napari_exitwave._layers.check_fit`, the work is
 :func:`napari_exitwave.reconstruct.reconstruct_series` (run in a napari ``thread_worker``
 generator that yields progress, so the GUI never freezes and Cancel works between steps), the
-layers are built by :func:`napari_exitwave._napari.exit_wave_layers`, and the peaks by
+layers are built by :func:`napari_exitwave._reader.exit_wave_layers`, and the peaks by
 :func:`napari_exitwave._layers.peak_features`.
 """
 
@@ -542,7 +542,7 @@ class ReconstructionWidget(QWidget):
             parts.append("amplitude")
         if self.phase_check.isChecked():
             parts.append("phase")
-        from .._napari import exit_wave_layers
+        from .._reader import exit_wave_layers
 
         for data, kwargs, _ in exit_wave_layers(mean, rec.sampling, name=name, parts=parts,
                                                 metadata=meta):

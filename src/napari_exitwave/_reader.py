@@ -1,10 +1,11 @@
-"""npe2 reader, writer and sample-data contributions (see ``napari.yaml``).
+"""npe2 reader contribution (``get_reader`` in ``napari.yaml``) and the layers it makes.
 
-No Qt here: these functions build napari ``LayerData`` tuples from the core readers and write
-layers through the core writers, so they are testable without a viewer.
+No Qt here: the hook and the layer builders turn the core readers' results into napari
+``LayerData`` tuples, so they are testable without a viewer; the widgets and the sample data
+build their layers with the same functions.
 
-Layer conventions (shared with the widget)
-------------------------------------------
+Layer conventions (shared with the widgets)
+-------------------------------------------
 - A focal series is one 3-D Image layer ``(n, ny, nx)``, ``scale = (1, s, s)`` with ``s`` in A/px
   and ``units = ("pixel", "angstrom", "angstrom")``; ``metadata["exitwave"]`` holds the series'
   ``sampling``, ``defocus`` (A), ``source`` and the reader's metadata.
@@ -16,9 +17,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+__all__ = ["EXIT_WAVE_COLORMAP", "get_reader", "read_paths", "exit_wave_layers", "series_layer",
+           "symmetric_limits"]
 
 # Exit-wave display: one diverging colormap for every part, centred on vacuum.
 EXIT_WAVE_COLORMAP = "PiYG"
@@ -26,7 +29,7 @@ _READ_EXTENSIONS = (".dm3", ".dm4", ".tif", ".tiff")
 
 
 # ----------------------------------------------------------------------------------------------
-# display helpers shared by reader, widget and CLI-free scripts
+# layers (shared by the reader, the sample data and the widgets)
 
 
 def symmetric_limits(data: np.ndarray, centre: float, quantile: float = 0.999) -> tuple:
@@ -89,7 +92,7 @@ def series_layer(series, name: str | None = None) -> tuple:
 
 
 # ----------------------------------------------------------------------------------------------
-# reader
+# reader hook
 
 
 def _is_series_folder(path: Path) -> bool:
@@ -173,102 +176,3 @@ def read_paths(path) -> list:
             kwargs["units"] = kwargs["units"][1:]
         layers.append((data, kwargs, kind))
     return layers
-
-
-# ----------------------------------------------------------------------------------------------
-# writers
-
-
-def _complex_from_layers(layer_data: list) -> tuple[np.ndarray, float | None, dict]:
-    """(exit wave, sampling, metadata) from the (data, attributes, type) tuples of a writer."""
-    metas = [(attrs.get("metadata") or {}).get("exitwave", {}) for _, attrs, _ in layer_data]
-    for m in metas:
-        if isinstance(m.get("exit_wave"), np.ndarray) and np.iscomplexobj(m["exit_wave"]):
-            info = {k: v for k, v in m.items()
-                    if k not in ("exit_wave", "part") and _jsonable(v)}
-            return np.asarray(m["exit_wave"]), m.get("sampling"), info
-    parts = {m.get("part"): np.asarray(d) for (d, _, _), m in zip(layer_data, metas)}
-    if "real" in parts and "imag" in parts:
-        scale = layer_data[0][1].get("scale")
-        sampling = float(scale[-1]) if scale is not None else None
-        return parts["real"] + 1j * parts["imag"], sampling, {}
-    names = ", ".join(a.get("name", "?") for _, a, _ in layer_data)
-    raise ValueError(
-        f"cannot write {names} as an exit wave: select the real and imaginary layers of a "
-        "reconstruction (or one of them); other images can be saved with napari's own writers")
-
-
-def _jsonable(v) -> bool:
-    return isinstance(v, (str, int, float, bool, type(None), list, tuple, dict))
-
-
-def write_exit_wave(path: str, layer_data: list) -> list[str]:
-    """npe2 writer: an exit wave (its real/imag layers) to TIFF (2 channels) or Zarr (complex)."""
-    from .io import write_exit_wave_tiff, write_exit_wave_zarr
-
-    wave, sampling, meta = _complex_from_layers(layer_data)
-    p = Path(path)
-    if p.suffix.lower() == ".zarr":
-        write_exit_wave_zarr(p, wave, sampling, metadata=meta)
-    else:
-        if p.suffix.lower() not in (".tif", ".tiff"):
-            p = p.with_suffix(".tif")
-        write_exit_wave_tiff(p, wave, sampling, metadata=meta)
-    return [str(p)]
-
-
-def write_points_csv(path: str, data: Any, attributes: dict) -> list[str]:
-    """npe2 writer: a Points layer (atomic-column peaks) to CSV with its features.
-
-    Columns: y, x (px), y_A, x_A, real, imag, amplitude, phase, label (as in
-    :func:`napari_exitwave.peaks.write_peaks_csv`). ``y``/``x`` are the data coordinates of the
-    points; features missing from the layer are left out.
-    """
-    from .peaks import write_peaks_csv
-
-    pts = np.asarray(data, dtype=np.float64).reshape(-1, 2) if len(data) else np.zeros((0, 2))
-    features = attributes.get("features")
-    cols: dict[str, np.ndarray] = {"y": pts[:, 0], "x": pts[:, 1]}
-    scale = attributes.get("scale")
-    if scale is not None:
-        cols["y_A"] = pts[:, 0] * float(scale[-2])
-        cols["x_A"] = pts[:, 1] * float(scale[-1])
-    labels = None
-    if features is not None and len(features):
-        for c in features.columns:
-            if c in ("y", "x", "y_A", "x_A"):
-                continue
-            if c == "label":
-                labels = np.asarray(features[c]).astype(str)
-            else:
-                try:
-                    cols[c] = np.asarray(features[c], dtype=np.float64)
-                except (TypeError, ValueError):
-                    continue
-    p = Path(path)
-    if p.suffix.lower() != ".csv":
-        p = p.with_suffix(".csv")
-    write_peaks_csv(cols, p, labels=labels)
-    return [str(p)]
-
-
-# ----------------------------------------------------------------------------------------------
-# sample data
-
-
-def sample_series() -> list:
-    """npe2 sample data: the bundled simulated MoS2 focal series (3 images, scale in A)."""
-    return _sample("mos2", "MoS2 focal series (simulated)")
-
-
-def sample_series_mos2_graphene_022() -> list:
-    """npe2 sample data: simulated MoS2 on graphene at 0.22 A/px (3 images, scale in A)."""
-    return _sample("mos2-graphene-022", "MoS2/graphene focal series, 0.22 A/px (simulated)")
-
-
-def _sample(name: str, layer_name: str) -> list:
-    from .data import load_sample_series
-
-    series = load_sample_series(name)
-    data, kwargs, kind = series_layer(series, name=layer_name)
-    return [(data, kwargs, kind)]
