@@ -132,3 +132,17 @@ def test_non_square_pixels_are_said(models):
     s = _series()
     s.metadata["anisotropic_sampling"] = (1.0, 0.1)
     assert any("not square" in w for w in validate_series(s, card))
+
+
+def test_cli_force_is_bounded_and_tiny_frames_refused(models, tmp_path, capsys):
+    from napari_exitwave.cli import main
+    from napari_exitwave.io import write_series_tiff
+
+    p = write_series_tiff(tmp_path / "tiny.tif", _series(shape=(2, 16)).images, sampling=0.1)
+    out = tmp_path / "out"
+    common = ["--model", str(models / "three.json"), "--out", str(out), "-q"]
+    assert main(["reconstruct", str(p), "--sampling", "1e5", "--force"] + common) == 2
+    assert "of memory available" in capsys.readouterr().err
+    assert main(["reconstruct", str(p)] + common) == 2
+    assert "frames of 2 x 16 px" in capsys.readouterr().err
+    assert not out.exists()
