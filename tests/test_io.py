@@ -436,7 +436,8 @@ def test_tiff_with_pages_of_different_shapes_says_so(tmp_path):
     with tifffile.TiffWriter(p) as w:
         w.write(a[0], metadata=None)
         w.write(a[1, :16], metadata=None)
-    with pytest.raises(ReaderError, match=r"2 image series of different shapes \(32 x 32, 16 x 32\)"):
+    with pytest.raises(ReaderError,
+                       match=r"2 image series of different shapes \(32 x 32, 16 x 32\)"):
         read_series(p)
 
 

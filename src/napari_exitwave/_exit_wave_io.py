@@ -1,8 +1,8 @@
 """Series and exit-wave files that the plugin writes, and the exit-wave reader.
 
 - :func:`write_series_tiff`: a focal series as an ImageJ hyperstack (Fiji shows its pixel size)
-  with sampling and defoci as JSON under the ``exitwave`` key; :func:`napari_exitwave.io.read_series`
-  reads it back.
+  with sampling and defoci as JSON under the ``exitwave`` key;
+  :func:`napari_exitwave.io.read_series` reads it back.
 - :func:`write_exit_wave_tiff`: a complex exit wave as a two-channel (real, imaginary) float32
   ImageJ hyperstack; :func:`write_exit_wave_zarr`: a complex64 Zarr array with attributes;
   :func:`read_exit_wave` reads either back as an :class:`ExitWave`.

@@ -1,9 +1,10 @@
 """TIFF, OME-TIFF and ImageJ stacks, read through tifffile.
 
-Calibration, first found wins: our own JSON (written by :func:`napari_exitwave.io.write_series_tiff`),
-the OME-XML ``PhysicalSizeX`` (parsed by :func:`tifffile.xml2dict`), the ImageJ ``unit`` with the
-resolution tags, the FEI/Thermo ``PixelWidth``, and else rosettasciio's TIFF reader, which knows
-the private tags of Digital Micrograph, JEOL and other vendors.
+Calibration, first found wins: our own JSON (written by
+:func:`napari_exitwave.io.write_series_tiff`), the OME-XML ``PhysicalSizeX`` (parsed by
+:func:`tifffile.xml2dict`), the ImageJ ``unit`` with the resolution tags, the FEI/Thermo
+``PixelWidth``, and else rosettasciio's TIFF reader, which knows the private tags of Digital
+Micrograph, JEOL and other vendors.
 
 A file is read only when it is whole: every page of the IFD chain present (the last page links
 to no further one), every page's data inside the file, as many images as an ImageJ or OME header

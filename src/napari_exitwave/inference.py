@@ -24,8 +24,7 @@ import numpy as np
 
 from .errors import ModelError, ReconstructionCancelled
 from .model_cards import (DEFAULT_MODEL, MODELS_ENV, UNVERIFIED, ModelCard,  # noqa: F401
-                          external_data_files, external_data_sha256, find_model, list_models,
-                          models_dirs, models_for_n_images, sha256_file)
+                          find_model, list_models, models_dirs, sha256_file)
 
 __all__ = [
     "DEFAULT_MODEL",
