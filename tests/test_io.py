@@ -561,3 +561,15 @@ def test_zarr_of_other_types_and_groups_is_refused(tmp_path):
     (tmp_path / "none.zarr").mkdir()
     with pytest.raises(ReaderError, match="not a Zarr array"):
         read_exit_wave(tmp_path / "none.zarr")
+
+
+def test_zarr_with_a_pickle_codec_on_numbers_is_refused(tmp_path):
+    import json
+
+    store = tmp_path / "w.zarr"
+    store.mkdir()
+    (store / ".zarray").write_text(json.dumps({
+        "zarr_format": 2, "shape": [4, 4], "chunks": [4, 4], "dtype": "<c8", "compressor": None,
+        "fill_value": 0, "filters": [{"id": "pickle"}], "order": "C"}))
+    with pytest.raises(ReaderError, match="codec 'pickle'"):
+        read_exit_wave(store)

@@ -152,6 +152,23 @@ def test_incomplete_or_unsuitable_files_raise_reader_errors_in_napari(tmp_path):
             _napari.read_paths(str(other[0] / name))
 
 
+def test_napari_reader_refuses_an_object_dtype_zarr(tmp_path):
+    """An untrusted .zarr opened in napari is checked before zarr decodes a chunk."""
+    import json
+
+    from napari_exitwave.errors import ReaderError
+
+    store = tmp_path / "evil.zarr"
+    store.mkdir()
+    (store / ".zarray").write_text(json.dumps({
+        "zarr_format": 2, "shape": [2], "chunks": [2], "dtype": "|O", "compressor": None,
+        "fill_value": None, "filters": [{"id": "pickle"}], "order": "C"}))
+    (store / "0").write_bytes(b"\x80\x05N.")  # a pickle chunk (None): never decoded
+    assert _napari.get_reader(str(store)) is not None
+    with pytest.raises(ReaderError, match="data type '\\|O'.*not read"):
+        npe2.read([str(store)], stack=False, plugin_name=PLUGIN)
+
+
 def _wave_layers(sampling=0.1):
     yy, xx = np.mgrid[:16, :20]
     wave = (1 + 0.01 * yy + 1j * 0.02 * xx).astype(np.complex64)

@@ -154,7 +154,7 @@ def check_zarr_metadata(path: Path) -> None:
         raise ReaderError(f"{path.name}: its Zarr metadata is not valid JSON ({e})") from e
     unsafe = [c for c in _codec_ids(meta) if "pickle" in c.lower() or "msgpack" in c.lower()]
     if not ok or unsafe:
-        what = f"codec {unsafe[0]!r}" if unsafe else f"data type {dtype!r}"
+        what = f"data type {dtype!r}" if not ok else f"codec {unsafe[0]!r}"
         raise ReaderError(
             f"{path.name} holds a Zarr array with {what}, not a numeric exit wave; it is not "
             "read (object arrays can run code from the file): open only exit waves written by "
