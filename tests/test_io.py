@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_exitwave.errors import ReaderError
+from napari_exitwave.errors import IncompleteFileError, ReaderError
 from napari_exitwave.io import (FocalSeries, natural_sort_key, read_exit_wave, read_image,
                                 read_series, to_angstrom, write_exit_wave_tiff,
                                 write_exit_wave_zarr, write_series_tiff)
@@ -392,12 +392,19 @@ def test_truncated_multipage_tiff_is_an_error_not_a_shorter_series(tmp_path):
     cut.write_bytes(data[:pages[3][0]])
     with tifffile.TiffFile(cut) as tif:
         assert tif.series[0].shape[0] == 3
-    with pytest.raises(ReaderError, match="truncated: page 3 links to a further page"):
+    with pytest.raises(IncompleteFileError,
+                       match="truncated: the file .* ends before page 4, which page 3 links to"):
         read_series(cut)
     # cut inside the data of page 4
     cut.write_bytes(data[:pages[3][1] + 100])
-    with pytest.raises(ReaderError, match="truncated: the data of page 4 of 4"):
+    with pytest.raises(IncompleteFileError, match="truncated: the data of page 4 of 4"):
         read_series(cut)
+    # no cut of a file being written reads as a series: every cut is "incomplete" (which live
+    # watchers retry), wherever it falls (header, tag list, page chain, data)
+    for n in list(range(1, len(data), 97)) + [3, 9, 100, pages[1][0] + 5]:
+        cut.write_bytes(data[:n])
+        with pytest.raises(IncompleteFileError):
+            read_series(cut, allow_single=True)
 
 
 def test_half_an_imagej_stack_is_an_error_not_a_single_image(tmp_path):
@@ -410,8 +417,8 @@ def test_half_an_imagej_stack_is_an_error_not_a_single_image(tmp_path):
     with tifffile.TiffFile(half) as tif:  # what tifffile makes of it: one 2-D image
         assert tif.series[0].ndim == 2
     for allow_single in (False, True):  # the napari reader accepts single images: not this one
-        with pytest.raises(ReaderError, match="incomplete ImageJ stack: its header declares 4 "
-                                              "images, the file holds 1"):
+        with pytest.raises(IncompleteFileError, match="incomplete ImageJ stack: its header "
+                                                      "declares 4 images, the file holds 1"):
             read_series(half, allow_single=allow_single)
 
 
@@ -426,7 +433,7 @@ def test_ome_tiff_missing_its_last_page_or_description(tmp_path):
     with pytest.raises(ReaderError, match="truncated|incomplete"):
         read_series(cut)
     cut.write_bytes(data[:-1])  # the OME-XML (stored last) loses its final byte
-    with pytest.raises(ReaderError, match="damaged or truncated"):
+    with pytest.raises(IncompleteFileError, match="ends in a tag value of page 1"):
         read_series(cut)
 
 

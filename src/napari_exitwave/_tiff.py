@@ -6,30 +6,29 @@ Calibration, first found wins: our own JSON (written by
 ``PixelWidth``, and else rosettasciio's TIFF reader, which knows the private tags of Digital
 Micrograph, JEOL and other vendors.
 
-A file is read only when it is whole: every page of the IFD chain present (the last page links
-to no further one), every page's data inside the file, as many images as an ImageJ or OME header
-declares, and no structural error from tifffile. Several image series, or pages of different
-shapes, are refused with their shapes rather than read as their first image.
+A file is read only when it is whole (:func:`structure_cut`, on the raw bytes: the header, every
+directory of the page chain and every tag value inside the file; then every page's data inside
+the file, and as many images as an ImageJ or OME header declares); otherwise
+:class:`~napari_exitwave.errors.IncompleteFileError` says where it ends. Several image series,
+or pages of different shapes, are refused with their shapes rather than read as their first
+image.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import math
 import re
 import struct
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._series import METADATA_KEY, RawSeries, to_angstrom
-from .errors import ReaderError
+from .errors import IncompleteFileError, ReaderError
 
-__all__ = ["read_tiff", "check_complete", "parse_defocus"]
+__all__ = ["read_tiff", "check_complete", "structure_cut", "parse_defocus"]
 
 
 def parse_defocus(value) -> list[float] | None:
@@ -52,46 +51,53 @@ def parse_defocus(value) -> list[float] | None:
 # completeness
 
 
-class _ErrorRecords(logging.Handler):
-    """Collects tifffile's ERROR log records of the current thread (tifffile logs, rather than
-    raises, most structural damage: a broken page chain, a tag pointing past the file's end)."""
-
-    def __init__(self):
-        super().__init__(level=logging.ERROR)
-        self.thread = threading.get_ident()
-        self.messages: list[str] = []
-
-    def emit(self, record):
-        if record.thread == self.thread:
-            self.messages.append(record.getMessage())
+_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4,
+              16: 8, 17: 8, 18: 8}  # bytes per value of each TIFF field type
 
 
-@contextlib.contextmanager
-def _tifffile_errors():
-    handler = _ErrorRecords()
-    logger = logging.getLogger("tifffile")
-    logger.addHandler(handler)
-    try:
-        yield handler.messages
-    finally:
-        logger.removeHandler(handler)
-
-
-def _next_ifd_offset(tif, page) -> int | None:
-    """The offset of the IFD that ``page`` links to (0: it is the last), or None if the link
-    itself lies past the end of the file."""
-    fmt = tif.tiff
-    fh = tif.filehandle
-    fh.seek(page.offset)
-    raw = fh.read(fmt.tagnosize)
-    if len(raw) < fmt.tagnosize:
-        return None
-    ntags = struct.unpack(fmt.tagnoformat, raw)[0]
-    fh.seek(page.offset + fmt.tagnosize + ntags * fmt.tagsize)
-    raw = fh.read(fmt.offsetsize)
-    if len(raw) < fmt.offsetsize:
-        return None
-    return int(struct.unpack(fmt.offsetformat, raw)[0])
+def structure_cut(path: Path) -> str | None:
+    """Where the file ends inside its own TIFF structure (header, an IFD, a tag's value, the
+    page chain), read from the raw bytes; None when the structure is whole. A file cut short
+    or still being written; tifffile drops such pages and tags, or calls the file corrupt."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+        if len(head) < 8:
+            return "in its header" if any(m.startswith(head) for m in _MAGIC) else None
+        if head[:4] not in _MAGIC:
+            return None
+        order = "<" if head[:2] == b"II" else ">"
+        big = head[2:4] in (b"+\x00", b"\x00+")
+        if big and len(head) < 16:
+            return "in its header"
+        off, no, inline = ("Q", "Q", 8) if big else ("I", "H", 4)
+        tag = struct.Struct(order + ("HHQ8s" if big else "HHI4s"))
+        off_size, no_size = struct.calcsize(off), struct.calcsize(no)
+        offset = struct.unpack(order + off, head[8:16] if big else head[4:8])[0]
+        seen: set[int] = set()
+        while offset and offset not in seen and len(seen) < 1_000_000:
+            page = len(seen) + 1
+            if offset >= size:
+                return f"before page {page}, which page {page - 1} links to"
+            seen.add(offset)
+            fh.seek(offset)
+            raw = fh.read(no_size)
+            if len(raw) < no_size:
+                return f"in the directory of page {page}"
+            n = struct.unpack(order + no, raw)[0]
+            raw = fh.read(n * tag.size + off_size)
+            if len(raw) < n * tag.size + off_size:
+                return f"in the directory of page {page}"
+            for k in range(n):
+                _, dtype, count, value = tag.unpack_from(raw, k * tag.size)
+                nbytes = count * _TYPE_SIZE.get(dtype, 1)
+                if nbytes > inline:
+                    start = struct.unpack(order + off, value)[0]
+                    if start + nbytes > size:
+                        return f"in a tag value of page {page}"
+            offset = struct.unpack(order + off, raw[n * tag.size:])[0]
+    return None
 
 
 def _series_images(series) -> int:
@@ -99,19 +105,20 @@ def _series_images(series) -> int:
     return int(np.prod([n for n, a in zip(series.shape, series.axes) if a not in "YXS"] or [1]))
 
 
-def check_complete(tif, name: str, errors: list[str]) -> None:
+def check_complete(tif, name: str) -> None:
     """:class:`ReaderError` unless the TIFF is whole (see the module docstring)."""
     size = tif.filehandle.size
     pages = tif.pages
     n_pages = len(pages)
     if n_pages == 0:
-        raise ReaderError(f"{name} holds no image (the file may be truncated); copy it again")
+        raise IncompleteFileError(f"{name} holds no image (the file may be truncated); copy it "
+                                  "again")
     for i in range(n_pages):
         page = pages[i]
         offsets, counts = getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ())
         end = max((o + c for o, c in zip(offsets, counts) if c), default=0)
         if end > size:
-            raise ReaderError(
+            raise IncompleteFileError(
                 f"{name} is truncated: the data of page {i + 1} of {n_pages} end at byte {end}, "
                 f"past the end of the file ({size} bytes); copy the complete file again")
     ij = tif.imagej_metadata if tif.is_imagej else None
@@ -119,24 +126,20 @@ def check_complete(tif, name: str, errors: list[str]) -> None:
         declared = int(ij["images"])
         found = _series_images(tif.series[0]) if tif.series else 0
         if found < declared:
-            raise ReaderError(
+            raise IncompleteFileError(
                 f"{name} is an incomplete ImageJ stack: its header declares {declared} images, "
                 f"the file holds {found}; copy the complete file again")
     if tif.is_ome and tif.ome_metadata:
         declared = _ome_plane_count(tif.ome_metadata)
         if declared and declared > n_pages:
-            raise ReaderError(
+            raise IncompleteFileError(
                 f"{name} is an incomplete OME-TIFF: its OME-XML declares {declared} planes, the "
                 f"file holds {n_pages} pages; copy the complete file again")
-    last = pages[n_pages - 1]
-    nxt = _next_ifd_offset(tif, last)
-    if nxt is None or nxt != 0:
-        raise ReaderError(
-            f"{name} is truncated: page {n_pages} links to a further page that is not in the "
-            f"file ({size} bytes); copy the complete file again (or wait until it is written)")
-    if errors:
-        raise ReaderError(f"{name} is damaged or truncated (tifffile: {errors[0]}); copy the "
-                          "complete file again")
+    where = structure_cut(Path(tif.filehandle.path))
+    if where:
+        raise IncompleteFileError(
+            f"{name} is truncated: the file ({size} bytes) ends {where} ({n_pages} complete "
+            "pages); copy the complete file again (or wait until it is written)")
 
 
 def _ome_images(xml: str) -> list[dict]:
@@ -262,20 +265,22 @@ def read_tiff(path: Path) -> RawSeries:
     import tifffile
 
     try:
-        with _tifffile_errors() as errors, tifffile.TiffFile(str(path)) as tif:
-            check_complete(tif, path.name, errors)
+        with tifffile.TiffFile(str(path)) as tif:
+            check_complete(tif, path.name)
             _check_one_series(tif, path.name)
             series = tif.series[0]
             data = series.asarray()
             axes = series.axes
             photometric = int(getattr(tif.pages[0], "photometric", 1))
             raw = _calibration(tif, tif.pages[0], path)
-            if errors:
-                raise ReaderError(f"{path.name} is damaged or truncated (tifffile: {errors[0]}); "
-                                  "copy the complete file again")
     except ReaderError:
         raise
     except Exception as e:
+        where = structure_cut(path)
+        if where:
+            raise IncompleteFileError(
+                f"{path.name} is truncated: the file ends {where}; copy the complete file "
+                "again (or wait until it is written)") from e
         raise ReaderError(f"{path.name} could not be read as a TIFF ({type(e).__name__}: {e}); "
                           "the file may be truncated or not a TIFF") from e
     meta = raw.metadata

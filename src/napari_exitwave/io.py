@@ -36,7 +36,7 @@ from ._exit_wave_io import (ExitWave, read_exit_wave, write_exit_wave_tiff,
                             write_exit_wave_zarr, write_series_tiff)
 from ._series import (METADATA_KEY, FocalSeries, RawSeries, json_default, natural_sort_key,
                       to_angstrom)
-from .errors import ReaderError
+from .errors import IncompleteFileError, ReaderError
 
 __all__ = [
     "FocalSeries",
@@ -207,8 +207,10 @@ def read_series(path: str | os.PathLike, *, allow_single: bool = False,
 
     Raises
     ------
+    IncompleteFileError
+        (a :class:`ReaderError`) Empty or truncated files: still being written, or cut short.
     ReaderError
-        Missing, unsupported, truncated or corrupt files; colour pixels, spectrum images, files
+        Missing, unsupported or corrupt files; colour pixels, spectrum images, files
         with several image series; a 2-D image; NaNs.
 
     Examples
@@ -225,7 +227,8 @@ def read_series(path: str | os.PathLike, *, allow_single: bool = False,
     else:
         ext = path.suffix.lower()
         if path.stat().st_size == 0:
-            raise ReaderError(f"{path.name} is empty (0 bytes); copy it again")
+            raise IncompleteFileError(f"{path.name} is empty (0 bytes); copy it again (or wait "
+                                      "until it is written)")
         if ext in (".dm3", ".dm4"):
             from ._dm import read_dm
 
