@@ -67,7 +67,7 @@ def test_dm_stackbuilder_calibration_in_um():
 def test_truncated_dm_gives_reader_error(tmp_path, name, keep):
     bad = tmp_path / name
     bad.write_bytes((DM_DIR / name).read_bytes()[:keep])
-    with pytest.raises(ReaderError, match="truncated"):
+    with pytest.raises(IncompleteFileError, match="truncated: its header declares"):
         read_series(bad)
 
 

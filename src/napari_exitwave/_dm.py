@@ -12,10 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import struct
+
 import numpy as np
 
 from ._series import RawSeries, to_angstrom
-from .errors import ReaderError
+from .errors import IncompleteFileError, ReaderError
 
 __all__ = ["read_dm", "mapped_metadata", "SPECTRAL_SIGNAL_TYPES", "ENERGY_UNITS"]
 
@@ -104,11 +106,31 @@ def _refuse_non_images(name: str, data: np.ndarray, axes: list[dict], meta: dict
                 "open a stack of images taken at different defoci")
 
 
+def declared_size(path: Path) -> int | None:
+    """Bytes a DM3/DM4 file declares in its header (version, tag-tree length), or None when the
+    header is not a DigitalMicrograph one."""
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+    if len(head) < 12:
+        return None
+    version = struct.unpack(">I", head[:4])[0]
+    if version == 3:
+        return struct.unpack(">I", head[4:8])[0] + 12  # version, length, byte order
+    if version == 4:
+        return struct.unpack(">Q", head[4:12])[0] + 16
+    return None
+
+
 def read_dm(path: Path) -> RawSeries:
     """Read the first image (stack) of a DM3/DM4 file; :class:`ReaderError` when it is not a
     focal series (see the module docstring)."""
     from rsciio.digitalmicrograph import file_reader
 
+    declared, size = declared_size(path), path.stat().st_size
+    if declared is not None and size < declared:
+        raise IncompleteFileError(
+            f"{path.name} is truncated: its header declares {declared} bytes, the file has "
+            f"{size}; copy it again from the microscope PC (or wait until it is written)")
     try:
         signals = file_reader(str(path))
     except Exception as e:  # rsciio raises struct.error, ValueError, IndexError... on bad files
