@@ -13,8 +13,10 @@ from onnx_helpers import make_conv_model, reference_output  # noqa: E402
 
 from napari_exitwave.errors import (ModelError, ReconstructionCancelled,  # noqa: E402
                                     SeriesMismatchError)
-from napari_exitwave.inference import (ModelCard, OnnxReconstructor, find_model,  # noqa: E402
-                                       get_reconstructor, list_models, sha256_file, tile_starts)
+from napari_exitwave.inference import (ModelCard, OnnxReconstructor, auto_tile,  # noqa: E402
+                                       find_model, get_reconstructor, list_models, sha256_file,
+                                       tile_starts)
+from napari_exitwave.model_cards import external_data_files  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -275,3 +277,107 @@ def test_auto_tile_is_one_pass_up_to_1024_px(tiny):
     seen.clear()
     out = rec.predict(_x((3, 40, 1100)), tile="auto", progress=lambda f, m: seen.append(m))
     assert seen[-1] == "inference tile 3/3" and out.shape == (40, 1100)  # 1104 px: 512 px tiles
+
+
+def test_auto_tile_one_pass_up_to_1024_px_else_balanced_tiles():
+    """The one tile rule (live, batch, CLI and predict(tile="auto") all use it)."""
+    assert auto_tile((3, 1024, 1024), 0.1, 0.105, 16) == 976   # 975 px at the network's size
+    assert auto_tile((3, 1000, 900), None, 0.105, 16) == 1008  # unknown sampling: as is
+    for size in (1200, 1600, 2048, 4096):
+        tile = auto_tile((3, size, size), 0.1, 0.105, 16)
+        n = -(-int(np.ceil(size * 0.1 / 0.105)) // 16) * 16
+        starts = tile_starts(n, tile, 64)
+        assert tile <= 512 and tile % 16 == 0 and starts[-1] + tile == n
+        # balanced: the last tile adds at least half a tile of new pixels
+        assert n - (starts[-2] + tile) >= (tile - 64) / 2
+    assert auto_tile((3, 2048, 2048), 0.1, 0.105, 16) == 448
+
+
+# ---------------------------------------------------------------------------------------------
+# verification (issue 13, item 14)
+
+
+def test_card_without_hash_is_unverified_not_ok(tmp_path):
+    path, _ = make_conv_model(tmp_path / "m.onnx", name="m")
+    card = ModelCard.load(tmp_path / "m.json")
+    assert card.verify() == "sha256 ok"
+    path.write_bytes(np.random.default_rng(0).bytes(4000))  # random bytes, no hash to catch it
+    card.sha256 = None
+    assert card.verify().startswith("unverified (the card holds no sha256 for m.onnx")
+
+
+def _external_data_model(tmp_path):
+    import onnx
+
+    path, kernel = make_conv_model(tmp_path / "src.onnx", name="ext")
+    model = onnx.load(str(path))
+    ext = tmp_path / "ext.onnx"
+    onnx.save_model(model, str(ext), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.onnx.data", size_threshold=100)  # the conv weights
+    card = ModelCard.load(tmp_path / "src.json")
+    card.onnx_file = ext.name
+    card.path = tmp_path / "ext.json"
+    return ext, card, kernel
+
+
+def test_external_data_files_are_found_as_onnx_finds_them(tmp_path):
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    ext, card, _ = _external_data_model(tmp_path)
+    model = onnx.load(str(ext), load_external_data=False)
+    theirs = sorted({e.value for t in _get_all_tensors(model) if uses_external_data(t)
+                     for e in t.external_data if e.key == "location"})
+    assert external_data_files(ext) == theirs == ["ext.onnx.data"]
+    assert external_data_files(tmp_path / "src.onnx") == []
+
+
+def test_digest_covers_external_data(tmp_path):
+    ext, card, kernel = _external_data_model(tmp_path)
+    card.update_sha256()
+    card.save()
+    again = ModelCard.load(tmp_path / "ext.json")
+    assert set(again.external_data_sha256) == {"ext.onnx.data"}
+    assert again.verify() == "sha256 ok"
+    x = _x((3, 32, 32))
+    np.testing.assert_allclose(OnnxReconstructor(again).predict(x), reference_output(x, kernel),
+                               atol=1e-5)
+    data = tmp_path / "ext.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[10] ^= 1  # one weight changed: the ONNX file itself is intact
+    data.write_bytes(bytes(raw))
+    with pytest.raises(ModelError, match="ext.onnx.data does not match its card"):
+        again.verify()
+    with pytest.raises(ModelError, match="ext.onnx.data does not match"):
+        OnnxReconstructor(again)
+    # a card that hashes only the ONNX file does not vouch for the data file
+    again.external_data_sha256 = None
+    assert again.verify() == "unverified (the card holds no sha256 for ext.onnx.data)"
+    data.unlink()
+    with pytest.raises(ModelError, match="ext.onnx.data, which the network loads, is missing"):
+        again.verify()
+
+
+def test_old_cards_stay_readable_and_shipped_cards_verify():
+    from napari_exitwave.model_cards import models_dirs
+
+    cards = sorted(p for d in models_dirs() for p in d.glob("*.json"))
+    assert cards, "no shipped model cards found"
+    for p in cards:
+        card = ModelCard.load(p)
+        assert card.external_data_sha256 is None  # written before the field existed
+        assert "external_data_sha256" not in card.to_dict()
+        assert card.verify() == "sha256 ok", p.name
+
+
+def test_models_verify_reports_an_unhashed_card_as_unverified(tmp_path, capsys):
+    from napari_exitwave.cli import main
+
+    path, _ = make_conv_model(tmp_path / "r.onnx", name="r")
+    path.write_bytes(np.random.default_rng(1).bytes(2000))
+    card = ModelCard.load(tmp_path / "r.json")
+    card.sha256 = None
+    card.save()
+    assert main(["models", "--dir", str(tmp_path), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "[unverified (the card holds no sha256 for r.onnx)]" in out and "sha256 ok" not in out

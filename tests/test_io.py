@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_exitwave.errors import ReaderError
+from napari_exitwave.errors import IncompleteFileError, ReaderError
 from napari_exitwave.io import (FocalSeries, natural_sort_key, read_exit_wave, read_image,
                                 read_series, to_angstrom, write_exit_wave_tiff,
                                 write_exit_wave_zarr, write_series_tiff)
@@ -67,7 +67,7 @@ def test_dm_stackbuilder_calibration_in_um():
 def test_truncated_dm_gives_reader_error(tmp_path, name, keep):
     bad = tmp_path / name
     bad.write_bytes((DM_DIR / name).read_bytes()[:keep])
-    with pytest.raises(ReaderError, match="truncated"):
+    with pytest.raises(IncompleteFileError, match="truncated: its header declares"):
         read_series(bad)
 
 
@@ -366,3 +366,217 @@ def test_low_magnification_sample():
     assert data.sample_for_sampling(0.1) == "mos2"
     with pytest.raises(ValueError, match="bundled: mos2"):
         data.load_sample_series("graphene")
+
+
+# ---------------------------------------------------------------------------------------------
+# incomplete and unsuitable files (issue 13, items 5 and 7)
+
+
+def _pages_tiff(path, a):
+    """A plain multi-page TIFF written page by page, as acquisition software does."""
+    with tifffile.TiffWriter(path) as w:
+        for im in a:
+            w.write(im, contiguous=False, metadata=None)
+    with tifffile.TiffFile(path) as tif:
+        return [(p.offset, p.dataoffsets[0]) for p in tif.pages]
+
+
+def test_truncated_multipage_tiff_is_an_error_not_a_shorter_series(tmp_path):
+    a = _stack(4, 32, 32)
+    whole = tmp_path / "whole.tif"
+    pages = _pages_tiff(whole, a)
+    assert read_series(whole).n_images == 4
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.tif"
+    # cut after page 3: tifffile alone would read a valid 3-image series
+    cut.write_bytes(data[:pages[3][0]])
+    with tifffile.TiffFile(cut) as tif:
+        assert tif.series[0].shape[0] == 3
+    with pytest.raises(IncompleteFileError,
+                       match="truncated: the file .* ends before page 4, which page 3 links to"):
+        read_series(cut)
+    # cut inside the data of page 4
+    cut.write_bytes(data[:pages[3][1] + 100])
+    with pytest.raises(IncompleteFileError, match="truncated: the data of page 4 of 4"):
+        read_series(cut)
+    # no cut of a file being written reads as a series: every cut is "incomplete" (which live
+    # watchers retry), wherever it falls (header, tag list, page chain, data)
+    for n in list(range(1, len(data), 97)) + [3, 9, 100, pages[1][0] + 5]:
+        cut.write_bytes(data[:n])
+        with pytest.raises(IncompleteFileError):
+            read_series(cut, allow_single=True)
+
+
+def test_half_an_imagej_stack_is_an_error_not_a_single_image(tmp_path):
+    a = _stack(4, 32, 32)
+    p = tmp_path / "ij.tif"
+    write_series_tiff(p, a, 0.1)
+    data = p.read_bytes()
+    half = tmp_path / "half.tif"
+    half.write_bytes(data[:len(data) // 2])
+    with tifffile.TiffFile(half) as tif:  # what tifffile makes of it: one 2-D image
+        assert tif.series[0].ndim == 2
+    for allow_single in (False, True):  # the napari reader accepts single images: not this one
+        with pytest.raises(IncompleteFileError, match="incomplete ImageJ stack: its header "
+                                                      "declares 4 images, the file holds 1"):
+            read_series(half, allow_single=allow_single)
+
+
+def test_ome_tiff_missing_its_last_page_or_description(tmp_path):
+    p = tmp_path / "s.ome.tif"
+    tifffile.imwrite(p, _stack(4, 32, 32), ome=True)
+    with tifffile.TiffFile(p) as tif:
+        last = tif.pages[3].offset
+    data = p.read_bytes()
+    cut = tmp_path / "cut.ome.tif"
+    cut.write_bytes(data[:last])
+    with pytest.raises(ReaderError, match="truncated|incomplete"):
+        read_series(cut)
+    cut.write_bytes(data[:-1])  # the OME-XML (stored last) loses its final byte
+    with pytest.raises(IncompleteFileError, match="ends in a tag value of page 1"):
+        read_series(cut)
+
+
+def test_tiff_with_pages_of_different_shapes_says_so(tmp_path):
+    p = tmp_path / "two.tif"
+    a = _stack(2, 32, 32)
+    with tifffile.TiffWriter(p) as w:
+        w.write(a[0], metadata=None)
+        w.write(a[1, :16], metadata=None)
+    with pytest.raises(ReaderError,
+                       match=r"2 image series of different shapes \(32 x 32, 16 x 32\)"):
+        read_series(p)
+
+
+OTHER = DM_DIR / "other"
+
+
+@needs_dm
+def test_rgba_dm_stack_is_a_reader_error():
+    with pytest.raises(ReaderError, match=r"colour pixels \(R, G, B, A\).*grayscale"):
+        read_series(OTHER / "3D_test-8.dm4")
+
+
+@needs_dm
+def test_eels_spectrum_image_is_refused():
+    with pytest.raises(ReaderError, match="'EELS' signal.*not a focal series"):
+        read_series(OTHER / "3D_EELS_SI.dm4")
+
+
+def test_stack_axis_in_energy_units_is_refused_whatever_the_signal_type():
+    """The check is on the axis, not on one file: a crafted rosettasciio signal dict."""
+    from napari_exitwave._dm import _refuse_non_images
+
+    data = np.zeros((300, 4, 4), np.float32)
+    axes = [{"name": "E", "units": "keV"}, {"name": "y"}, {"name": "x"}]
+    with pytest.raises(ReaderError, match="stack axis 'E' runs in keV.*spectrum image"):
+        _refuse_non_images("x.dm4", data, axes, {"Signal": {"signal_type": ""}})
+    axes[0]["units"] = "nm"  # a defocus axis is fine
+    _refuse_non_images("x.dm4", data, axes, {"Signal": {"signal_type": ""}})
+
+
+@needs_dm
+def test_dm_saved_tiff_gets_rosettasciio_calibration():
+    s = read_series(OTHER / "test_loading_image_saved_with_DM_stack.tif")
+    assert s.images.shape == (2, 68, 68)
+    # DM's private tags: width 0.168674 um/px (height 1.68674 um/px), tifffile finds none
+    assert s.sampling == pytest.approx(0.16867400705814362e4, rel=1e-9)
+    assert s.metadata["original_units"] == "µm" and s.metadata["calibration"] == "rosettasciio"
+    assert s.metadata["anisotropic_sampling"][0] == pytest.approx(1.6867400407791138e4)
+
+
+def test_beam_energy_comes_from_rosettasciio_mapping_not_any_voltage_key():
+    """A 'Voltage' elsewhere in the tag tree (a detector bias) is not the beam energy."""
+    from napari_exitwave._dm import mapped_metadata
+
+    tags = "ImageList.TagGroup0.ImageTags"
+    sig = {"metadata": {"General": {"title": "t"}},
+           "original_metadata": {"ImageList": {"TagGroup0": {"ImageTags": {
+               "Detector": {"Voltage": 900.0},
+               "Microscope Info": {"Voltage": 300000.0}}}}},
+           "mapping": {f"{tags}.Microscope Info.Voltage":
+                       ("Acquisition_instrument.TEM.beam_energy", lambda v: v / 1e3),
+                       f"{tags}.Missing": ("General.x", None)}}
+    meta = mapped_metadata(sig)
+    assert meta["Acquisition_instrument"]["TEM"]["beam_energy"] == 300.0
+    assert meta["General"] == {"title": "t"}
+    del sig["original_metadata"]["ImageList"]["TagGroup0"]["ImageTags"]["Microscope Info"]
+    assert "Acquisition_instrument" not in mapped_metadata(sig)
+
+
+# ---------------------------------------------------------------------------------------------
+# untrusted Zarr stores (issue 13, item 12)
+
+
+def _crafted_pickle_zarr(path, filters, marker):
+    """A v2 Zarr array whose chunk is a pickle that creates ``marker`` when unpickled."""
+    import json
+    import pickle
+
+    path.mkdir()
+    (path / ".zarray").write_text(json.dumps({
+        "zarr_format": 2, "shape": [2], "chunks": [2], "dtype": "|O", "compressor": None,
+        "fill_value": None, "filters": filters, "order": "C"}))
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    obj = np.empty(2, dtype=object)
+    obj[0], obj[1] = Payload(), 1
+    (path / "0").write_bytes(pickle.dumps(obj))
+
+
+@pytest.mark.parametrize("filters", [[{"id": "pickle"}],
+                                     [{"id": "vlen-utf8"}, {"id": "pickle"}]])
+def test_pickled_zarr_is_refused_before_reading(tmp_path, filters, monkeypatch):
+    import numcodecs.pickles
+
+    # even where this numcodecs would unpickle (opt-in set), our check comes first
+    monkeypatch.setattr(numcodecs.pickles, "ALLOW_UNSAFE_PICKLE_DECODE", True)
+    marker = tmp_path / "PWNED"
+    store = tmp_path / "evil.zarr"
+    _crafted_pickle_zarr(store, filters, marker)
+    with pytest.raises(ReaderError, match="not a numeric exit wave.*not read"):
+        read_exit_wave(store)
+    assert not marker.exists()
+
+
+def test_installed_numcodecs_refuses_to_unpickle(tmp_path):
+    """The dependency floor (numcodecs >= 0.16.6) is itself safe: zarr alone does not unpickle."""
+    import zarr
+
+    marker = tmp_path / "PWNED"
+    store = tmp_path / "evil.zarr"
+    _crafted_pickle_zarr(store, [{"id": "vlen-utf8"}, {"id": "pickle"}], marker)
+    with pytest.raises(Exception, match="(?i)pickle"):
+        zarr.open_array(str(store), mode="r")[...]
+    assert not marker.exists()
+
+
+def test_zarr_of_other_types_and_groups_is_refused(tmp_path):
+    import zarr
+
+    ints = tmp_path / "ints.zarr"
+    zarr.open_array(str(ints), mode="w", shape=(4, 4), dtype="i4")[...] = 1
+    with pytest.raises(ReaderError, match="data type 'int32'"):
+        read_exit_wave(ints)
+    grp = tmp_path / "grp.zarr"
+    zarr.open_group(str(grp), mode="w")
+    with pytest.raises(ReaderError, match="Zarr group"):
+        read_exit_wave(grp)
+    (tmp_path / "none.zarr").mkdir()
+    with pytest.raises(ReaderError, match="not a Zarr array"):
+        read_exit_wave(tmp_path / "none.zarr")
+
+
+def test_zarr_with_a_pickle_codec_on_numbers_is_refused(tmp_path):
+    import json
+
+    store = tmp_path / "w.zarr"
+    store.mkdir()
+    (store / ".zarray").write_text(json.dumps({
+        "zarr_format": 2, "shape": [4, 4], "chunks": [4, 4], "dtype": "<c8", "compressor": None,
+        "fill_value": 0, "filters": [{"id": "pickle"}], "order": "C"}))
+    with pytest.raises(ReaderError, match="codec 'pickle'"):
+        read_exit_wave(store)

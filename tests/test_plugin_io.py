@@ -114,6 +114,42 @@ def test_dm_samples_open(dm_file):
         assert kwargs["units"][-1] == "angstrom"
 
 
+def test_incomplete_or_unsuitable_files_raise_reader_errors_in_napari(tmp_path):
+    """napari shows the reader's one-line message; never page 1 of a half stack, nor a TypeError."""
+    from napari_exitwave.errors import ReaderError
+
+    whole = write_series_tiff(tmp_path / "s.tif", np.random.default_rng(0).random((4, 32, 32)),
+                              sampling=0.1)
+    half = tmp_path / "half.tif"
+    half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(ReaderError, match="incomplete ImageJ stack"):
+        _napari.read_paths(str(half))
+    other = [d / "other" for d in DM_DIRS if str(d) and (d / "other").is_dir()]
+    if not other:
+        assert not os.environ.get("CI"), "DM sample files must be found in CI"
+        return
+    for name, fragment in (("3D_test-8.dm4", "colour pixels"), ("3D_EELS_SI.dm4", "EELS")):
+        with pytest.raises(ReaderError, match=fragment):
+            _napari.read_paths(str(other[0] / name))
+
+
+def test_napari_reader_refuses_an_object_dtype_zarr(tmp_path):
+    """An untrusted .zarr opened in napari is checked before zarr decodes a chunk."""
+    import json
+
+    from napari_exitwave.errors import ReaderError
+
+    store = tmp_path / "evil.zarr"
+    store.mkdir()
+    (store / ".zarray").write_text(json.dumps({
+        "zarr_format": 2, "shape": [2], "chunks": [2], "dtype": "|O", "compressor": None,
+        "fill_value": None, "filters": [{"id": "pickle"}], "order": "C"}))
+    (store / "0").write_bytes(b"\x80\x05N.")  # a pickle chunk (None): never decoded
+    assert _napari.get_reader(str(store)) is not None
+    with pytest.raises(ReaderError, match="data type '\\|O'.*not read"):
+        npe2.read([str(store)], stack=False, plugin_name=PLUGIN)
+
+
 def _wave_layers(sampling=0.1):
     yy, xx = np.mgrid[:16, :20]
     wave = (1 + 0.01 * yy + 1j * 0.02 * xx).astype(np.complex64)
@@ -179,7 +215,8 @@ def test_layer_glue_without_viewer():
     from napari_exitwave._layers import check_fit, ensemble, layer_sampling, series_from_layer
     from napari_exitwave.inference import ModelCard
 
-    imgs = np.random.default_rng(0).random((3, 16, 16)).astype(np.float32)
+    # 32 px: the smallest frame a network takes (validate.MIN_FRAME)
+    imgs = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
     nm = Image(imgs, scale=(1, 0.0105, 0.0105), units=("pixel", "nanometer", "nanometer"))
     assert layer_sampling(nm) == pytest.approx(0.105)
     assert layer_sampling(Image(imgs)) is None  # pixels: unknown

@@ -80,7 +80,7 @@ def _add_reconstruct(subparsers) -> None:
                    help="peak threshold relative to the maximum of |psi - 1| (0.1)")
     p.add_argument("--no-peaks", action="store_true", help="skip peaks CSV and Argand plot")
     p.add_argument("--force", action="store_true",
-                   help="run even when the pixel size is more than 2x from the network's or "
+                   help="run even when the pixel size is 2x or more from the network's or "
                         "unknown (by default that is an error)")
     p.add_argument("--name", help="stem of the output files (default: the input's name)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
@@ -210,7 +210,9 @@ def _add_models(subparsers) -> None:
                                           "(NAPARI_EXITWAVE_MODELS, the repository's models/, "
                                           "the package's models/).")
     p.add_argument("--dir", action="append", help="model folder(s) to list instead")
-    p.add_argument("--verify", action="store_true", help="check each ONNX file's sha256")
+    p.add_argument("--verify", action="store_true",
+                   help="check the sha256 of every file each network loads (a card without "
+                        "one: unverified)")
     p.add_argument("--json", action="store_true", help="print the cards as JSON")
     _common(p)
     p.set_defaults(func=_cmd_models)
@@ -233,8 +235,7 @@ def _cmd_models(args) -> int:
         status = ""
         if args.verify:
             try:
-                card.verify()
-                status = "  [sha256 ok]"
+                status = f"  [{card.verify()}]"
             except ModelError as e:
                 status = f"  [BROKEN: {e}]"
                 bad += 1
@@ -257,7 +258,7 @@ def _network_options(p) -> None:
     p.add_argument("--no-align", action="store_true", help="do not align the images")
     p.add_argument("--no-peaks", action="store_true", help="do not write <name>_peaks.csv")
     p.add_argument("--force", action="store_true",
-                   help="reconstruct even when the pixel size is more than 2x from the "
+                   help="reconstruct even when the pixel size is 2x or more from the "
                         "network's or unknown (by default such a series fails)")
 
 

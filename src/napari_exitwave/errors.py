@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ExitWaveError",
     "ReaderError",
+    "IncompleteFileError",
     "SeriesMismatchError",
     "ModelError",
     "ReconstructionCancelled",
@@ -22,6 +23,12 @@ class ExitWaveError(Exception):
 
 class ReaderError(ExitWaveError):
     """A file could not be read as a focal series (wrong format, truncated, 2-D, NaNs...)."""
+
+
+class IncompleteFileError(ReaderError):
+    """A file holds less than its own structure declares (empty, a page chain or data cut short,
+    fewer images than its header says): still being written, or cut while copied. Watchers retry
+    it later; a user copies it again."""
 
 
 class SeriesMismatchError(ExitWaveError):

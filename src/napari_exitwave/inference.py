@@ -1,12 +1,12 @@
-"""Running exported networks with ONNX Runtime.
+"""Running exported networks with ONNX Runtime: sessions, devices, padding and tiles.
 
-A network is ``models/<name>.onnx`` plus its model card ``models/<name>.json``
-(docs/contracts.md): input ``images`` float32 NHWC ``[batch, height, width, n_images]`` normalised
+A network is ``models/<name>.onnx`` plus its model card (:mod:`napari_exitwave.model_cards`,
+docs/contracts.md): input ``images`` float32 NHWC ``[batch, height, width, n_images]`` normalised
 by :func:`napari_exitwave.physics.normalize_series`, output ``exit_wave`` float32
 ``[batch, height, width, 2]`` (real, imaginary). Height and width must be multiples of the card's
 ``size_multiple``: :class:`OnnxReconstructor` pads (reflect) smaller frames and cuts large ones
-into overlapping tiles blended with cosine ramps, so a 4096 x 4096 frame needs only a few tiles'
-worth of memory.
+into overlapping tiles blended with cosine ramps; :func:`auto_tile` is the one rule that picks
+the tile (one pass up to :data:`SINGLE_PASS_MAX` px, else balanced tiles).
 
 Devices: ``providers="auto"`` asks for CUDA when ONNX Runtime offers it and CPU otherwise, then
 reads back the providers the session really uses: onnxruntime-gpu silently falls back to CPU when
@@ -16,19 +16,15 @@ run once on a small input; if that fails (cuDNN mismatch...), the CPU takes over
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import math
-import os
 import warnings
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from .errors import ModelError, ReconstructionCancelled
-from .io import json_default
+from .model_cards import (DEFAULT_MODEL, MODELS_ENV, UNVERIFIED, ModelCard,  # noqa: F401
+                          find_model, list_models, models_dirs, sha256_file)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -40,239 +36,57 @@ __all__ = [
     "OnnxReconstructor",
     "get_reconstructor",
     "tile_starts",
+    "auto_tile",
+    "SINGLE_PASS_MAX",
 ]
 
-DEFAULT_MODEL = "mos2"
-"""The network the CLI and the widgets pick when the user names none (when it is installed)."""
-
-MODELS_ENV = "NAPARI_EXITWAVE_MODELS"
-"""Environment variable with extra model folders (``os.pathsep``-separated), searched first."""
-
 SINGLE_PASS_MAX = 1024
-"""``tile="auto"``: frames up to this size (px, after padding) run in one pass, larger ones in
-512 px tiles (the same rule as :func:`napari_exitwave.live.auto_tile`)."""
+"""Largest network frame (px) inferred in one pass by :func:`auto_tile`."""
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "exit_wave"
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def auto_tile(shape, sampling: float | None = None, network_sampling: float | None = None,
+              size_multiple: int = 16, single_pass_max: int = SINGLE_PASS_MAX,
+              max_tile: int = 512, overlap: int = 64) -> int:
+    """The inference tile (px at the network's pixel size) for a frame of ``shape``.
 
+    Parameters
+    ----------
+    shape : tuple
+        Shape of the series or frame; its last two entries are (ny, nx) in px.
+    sampling, network_sampling : float, optional
+        Pixel sizes (A/px) of the series and of the network; the frame is sized as it will be
+        after resampling. Unknown (None): as is.
+    size_multiple : int
+        The network's ``size_multiple``; the frame is padded up to a multiple of it.
+    single_pass_max : int
+        Frames up to this size (px, after padding) run in one pass.
+    max_tile, overlap : int
+        Larger frames are cut into the fewest tiles of at most ``max_tile`` px that cover them
+        with ``overlap`` px, all of about the same size.
 
-@dataclasses.dataclass
-class ModelCard:
-    """The JSON card that travels with an ONNX network (fields: docs/contracts.md).
+    On a CPU one pass over a frame of up to ~1k px is the fastest (no overlap is computed
+    twice) and needs less memory than batches of tiles; larger frames get balanced tiles (a 1952
+    px frame: 5 x 5 tiles of 448 px instead of 512 px tiles whose last row and column mostly
+    repeat the previous ones). See docs/performance.md.
 
-    ``sampling`` is the pixel size (A/px) of the network's input and output, ``defocus_step``
-    and ``defocus_range`` are in A (abTEM convention), ``energy`` in eV. Unknown JSON keys are kept
-    in ``extra`` and written back. ``path`` is where the card was loaded from (not saved).
+    >>> auto_tile((3, 1024, 1024), 0.1, 0.105)
+    976
+    >>> auto_tile((3, 2048, 2048), 0.1, 0.105)
+    448
     """
-
-    name: str
-    onnx_file: str
-    sampling: float | None = None
-    n_images: int = 3
-    description: str = ""
-    sha256: str | None = None
-    defocus_step: float | None = None
-    defocus_range: list[float] | None = None
-    energy: float = 50e3
-    normalization: str = "per-image standardisation (physics.normalize_series)"
-    size_multiple: int = 16
-    input_layout: str = "NHWC"
-    dtype: str = "float32"
-    dataset: dict[str, Any] = dataclasses.field(default_factory=dict)
-    training: dict[str, Any] = dataclasses.field(default_factory=dict)
-    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
-    format_version: int = 1
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
-    path: Path | None = dataclasses.field(default=None, compare=False, repr=False)
-
-    _SKIP = ("extra", "path")
-
-    @property
-    def onnx_path(self) -> Path:
-        """Absolute path of the ONNX file (relative names resolve next to the card)."""
-        p = Path(self.onnx_file)
-        if not p.is_absolute() and self.path is not None:
-            p = Path(self.path).parent / p
-        return p
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-             if f.name not in self._SKIP}
-        d.update(self.extra)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], path: str | os.PathLike | None = None) -> "ModelCard":
-        names = {f.name for f in dataclasses.fields(cls)} - set(cls._SKIP)
-        missing = {"name", "onnx_file"} - set(d)
-        if missing:
-            raise ModelError(f"model card {path or ''} lacks {sorted(missing)}; a card needs at "
-                             "least 'name' and 'onnx_file' (see docs/contracts.md)")
-        known = {k: v for k, v in d.items() if k in names}
-        extra = {k: v for k, v in d.items() if k not in names}
-        card = cls(**known, extra=extra, path=Path(path) if path else None)
-        if card.sampling is not None:
-            card.sampling = float(card.sampling)
-        card.n_images = int(card.n_images)
-        card.size_multiple = int(card.size_multiple)
-        if card.n_images < 1 or card.size_multiple < 1:
-            raise ModelError(f"model card {path or card.name}: n_images and size_multiple must "
-                             "be positive")
-        return card
-
-    @classmethod
-    def load(cls, json_path: str | os.PathLike) -> "ModelCard":
-        """Read a card; :class:`ModelError` if it is missing or not valid JSON."""
-        json_path = Path(json_path)
-        try:
-            d = json.loads(json_path.read_text(encoding="utf-8"))
-        except FileNotFoundError as e:
-            raise ModelError(f"model card {json_path} does not exist") from e
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ModelError(f"model card {json_path.name} is not valid JSON ({e}); fix or "
-                             "re-export it") from e
-        if not isinstance(d, dict):
-            raise ModelError(f"model card {json_path.name} must hold a JSON object")
-        return cls.from_dict(d, json_path.resolve())
-
-    def save(self, json_path: str | os.PathLike | None = None) -> Path:
-        """Write the card as JSON (default: where it was loaded from, or next to the ONNX)."""
-        if json_path is None:
-            json_path = self.path or self.onnx_path.with_suffix(".json")
-        json_path = Path(json_path)
-        json_path.write_text(json.dumps(self.to_dict(), indent=2, default=json_default) + "\n",
-                             encoding="utf-8")
-        self.path = json_path
-        return json_path
-
-    def update_sha256(self) -> str:
-        """Set ``sha256`` from the ONNX file (for exporters)."""
-        self.sha256 = sha256_file(self.onnx_path)
-        return self.sha256
-
-    def verify(self) -> None:
-        """Check that the ONNX file exists and matches ``sha256``; :class:`ModelError` if not."""
-        p = self.onnx_path
-        if not p.is_file():
-            raise ModelError(f"model {self.name!r}: ONNX file {p} is missing; re-export the "
-                             "network or fix 'onnx_file' in its card")
-        if self.sha256:
-            digest = sha256_file(p)
-            if digest.lower() != str(self.sha256).lower():
-                raise ModelError(
-                    f"model {self.name!r}: {p.name} does not match its card (sha256 {digest[:12]}"
-                    f"... vs {str(self.sha256)[:12]}...): the file was changed or corrupted; "
-                    "re-export or re-copy the model (or update the card's sha256 if you changed "
-                    "it on purpose)")
-
-    def summary(self) -> str:
-        """One line for listings."""
-        s = f"{self.sampling:.4g} A/px" if self.sampling else "sampling unknown"
-        step = f", step {self.defocus_step:g} A" if self.defocus_step else ""
-        mt = self.metrics if isinstance(self.metrics, dict) else {}
-        parts = [f"{k.split('_')[1]} {mt[k]:.3g}" for k in ("rmse_real", "rmse_imag")
-                 if isinstance(mt.get(k), (int, float))]
-        m = f", val. RMSE {' / '.join(parts)}" if parts else ""
-        return (f"{self.name}: {self.n_images} images, {s}{step}, {self.energy / 1e3:g} keV{m}"
-                f" - {self.description}")
-
-
-# ----------------------------------------------------------------------------------------------
-# finding models
-
-
-def models_dirs(models_dir: str | os.PathLike | Sequence | None = None) -> list[Path]:
-    """Folders searched for models, in priority order.
-
-    ``models_dir`` if given; else ``$NAPARI_EXITWAVE_MODELS`` folders, then the shipped
-    networks: the repository's ``models/`` when running from a source checkout (editable
-    installs: ``src/napari_exitwave/../../models``), else the package data ``models/`` inside the
-    installed package (the wheel maps the repository's ``models/`` there, see pyproject.toml).
-    """
-    if models_dir is not None:
-        if isinstance(models_dir, (str, os.PathLike)):
-            return [Path(models_dir)]
-        return [Path(p) for p in models_dir]
-    dirs = [Path(p) for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p]
-    here = Path(__file__).resolve().parent
-    if here.parent.name == "src":  # a source checkout, not site-packages/.. of an install
-        dirs.append(here.parent.parent / "models")
-    dirs.append(here / "models")
-    out = []
-    for d in dirs:
-        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
-            out.append(d)
-    return out
-
-
-def list_models(models_dir: str | os.PathLike | Sequence | None = None) -> dict[str, ModelCard]:
-    """Model cards found in the model folders (see :func:`models_dirs`), by name.
-
-    A card that cannot be read is skipped with a warning; the first card of a name wins.
-    Hashes are not checked here (:meth:`ModelCard.verify` does, when a model is loaded).
-    """
-    found: dict[str, ModelCard] = {}
-    for d in models_dirs(models_dir):
-        for js in sorted(Path(d).glob("*.json")):
-            try:
-                card = ModelCard.load(js)
-            except ModelError as e:
-                warnings.warn(f"skipping model card {js}: {e}", stacklevel=2)
-                continue
-            found.setdefault(card.name, card)
-    return found
-
-
-def find_model(model: "str | os.PathLike | ModelCard",
-               models_dir: str | os.PathLike | Sequence | None = None) -> ModelCard:
-    """A :class:`ModelCard` from a card, a model name, a ``.json`` card path or an ``.onnx`` path.
-
-    An ONNX file without a card gets a minimal card (sampling unknown, ``n_images`` from the
-    network's input shape when static).
-    """
-    if isinstance(model, ModelCard):
-        return model
-    p = Path(model)
-    if p.suffix.lower() == ".json":
-        return ModelCard.load(p)
-    if p.suffix.lower() == ".onnx":
-        if not p.is_file():
-            raise ModelError(f"ONNX file {p} does not exist")
-        card_path = p.with_suffix(".json")
-        if card_path.is_file():
-            card = ModelCard.load(card_path)
-            if card.onnx_path.resolve() == p.resolve():
-                return card
-        return ModelCard(name=p.stem, onnx_file=str(p.resolve()), sampling=None,
-                         n_images=_static_n_images(p) or 3,
-                         description="ONNX file without a model card")
-    models = list_models(models_dir)
-    if str(model) in models:
-        return models[str(model)]
-    where = ", ".join(str(d) for d in models_dirs(models_dir)) or "no model folder found"
-    names = ", ".join(sorted(models)) or "none"
-    raise ModelError(f"no model named {str(model)!r} (installed: {names}; searched {where}); "
-                     f"give a name, a .onnx/.json path, or set {MODELS_ENV}")
-
-
-def _static_n_images(onnx_path: Path) -> int | None:
-    try:
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        dim = sess.get_inputs()[0].shape[-1]
-        return int(dim) if isinstance(dim, int) else None
-    except Exception:
-        return None
+    n = max(int(v) for v in shape[-2:])
+    if sampling and network_sampling:
+        n = int(np.ceil(n * float(sampling) / float(network_sampling)))
+    m = max(1, int(size_multiple))
+    n = -(-n // m) * m
+    if n <= single_pass_max:
+        return n
+    k = -(-(n - overlap) // (max_tile - overlap))          # tiles per axis
+    tile = -(-(n + (k - 1) * overlap) // k)                 # equal tiles covering n
+    return min(max_tile, -(-tile // m) * m)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -377,12 +191,15 @@ class OnnxReconstructor:
         import onnxruntime as ort
 
         self.card = find_model(model, models_dir)
+        self.notes: list[str] = []
         if verify:
-            self.card.verify()
+            status = self.card.verify()
+            if status.startswith(UNVERIFIED):
+                self.notes.append(f"model {self.card.name!r} is {status}: its files cannot be "
+                                  "checked; use a model with a complete card where it matters")
         elif not self.card.onnx_path.is_file():
             raise ModelError(f"ONNX file {self.card.onnx_path} does not exist")
         requested = _choose_providers(providers)
-        self.notes: list[str] = []
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # errors only: fallbacks are reported through .notes
         try:
@@ -479,7 +296,7 @@ class OnnxReconstructor:
         frames larger than ``tile`` are processed as overlapping tiles (``overlap`` px, rounded
         up to a multiple of ``size_multiple``) blended with raised-cosine ramps. The output is
         cropped back to (ny, nx). Height and width of the network input must be dynamic.
-        ``tile="auto"``: one pass for frames up to :data:`SINGLE_PASS_MAX` px, else 512.
+        ``tile="auto"``: :func:`auto_tile` (one pass up to :data:`SINGLE_PASS_MAX` px).
 
         Raises
         ------
@@ -501,8 +318,7 @@ class OnnxReconstructor:
                                       f"images, the series has {n}")
         m = max(1, int(self.card.size_multiple))
         if tile is None or tile == "auto":
-            side = max(ny + (-ny) % m, nx + (-nx) % m)
-            tile = side if side <= SINGLE_PASS_MAX else 512
+            tile = auto_tile(x.shape, size_multiple=m, overlap=overlap)
         tile = max(m, (int(tile) // m) * m)
         # tiles start on the network's pooling grid: overlap a multiple of size_multiple
         overlap = int(math.ceil(max(0, overlap) / m) * m)
