@@ -3,7 +3,7 @@
 A run directory holds ``last.keras`` (weights + optimizer state after the last epoch),
 ``best.keras`` (lowest validation loss) and ``state.json`` (epoch, history, configuration,
 timings, machine); :func:`load_checkpoint` reads them back, also from a shipped
-``models/<name>.keras`` (+ ``<name>.state.json``) to resume or fine-tune a shipped network.
+``models/checkpoints/<name>.keras`` (+ ``<name>.state.json``) to resume or fine-tune a shipped network.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def load_checkpoint(path: str | os.PathLike, which: str = "last"):
     if path.is_dir():
         state_path = path / "state.json"
         model_path = path / f"{which}.keras"
-    else:  # a run's last/best.keras, or a shipped models/<name>.keras with <name>.state.json
+    else:  # a run's last/best.keras, or a shipped models/checkpoints/<name>.keras with <name>.state.json
         model_path = path
         state_path = path.with_suffix(".state.json")
         if not state_path.exists():

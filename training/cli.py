@@ -141,8 +141,8 @@ def _add_train(subparsers) -> None:
     p.add_argument("--workers", type=int, default=1, help="threads simulating focal series")
     p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU)")
     p.add_argument("--jit-compile", action="store_true", help="XLA-compile the training step")
-    p.add_argument("--init-from", help="continue a shipped checkpoint (models/<name>.keras with "
-                                       "<name>.state.json) in an empty --out, exactly")
+    p.add_argument("--init-from", help="continue a shipped checkpoint (models/checkpoints/"
+                                       "<name>.keras + .state.json) in an empty --out, exactly")
     p.add_argument("--train-samples", type=int, help="use only the first N training samples")
     p.add_argument("--val-samples", type=int, help="use only the first N validation samples")
     p.add_argument("--max-minutes", type=float, help="stop before an epoch that would not "
@@ -230,7 +230,8 @@ def _add_finetune(subparsers) -> None:
                     "or any checkpoint, on your data set (e.g. your material class); fresh "
                     "optimizer, lower learning rate by default. Resumes like train.")
     p.add_argument("--from", dest="source", required=True,
-                   help="shipped network name (mos2, ...), a .keras file or a run directory")
+                   help="shipped network name (mos2, ...: models/checkpoints/<name>.keras), "
+                        "a .keras file or a run directory")
     p.add_argument("--train", required=True, help="training data set (Zarr)")
     p.add_argument("--val", help="validation data set (Zarr)")
     p.add_argument("--out", required=True, help="run directory")
@@ -245,8 +246,12 @@ def _add_finetune(subparsers) -> None:
     p.set_defaults(func=_run_finetune, lr=2e-4, optimizer="adam")
 
 
+CHECKPOINTS = "checkpoints"
+"""Folder beside the shipped ONNX files that holds their training checkpoints (not in the wheel)."""
+
+
 def shipped_checkpoint(source: str):
-    """``models/<name>.keras`` of a shipped network name, else ``source`` as a path."""
+    """``models/checkpoints/<name>.keras`` of a shipped network name, else ``source`` as a path."""
     from pathlib import Path
 
     if Path(source).exists():
@@ -257,7 +262,7 @@ def shipped_checkpoint(source: str):
         card = find_model(source)
     except Exception as exc:  # noqa: BLE001
         raise FileNotFoundError(f"no network or checkpoint {source!r}: {exc}") from exc
-    path = card.onnx_path.with_suffix(".keras")
+    path = card.onnx_path.parent / CHECKPOINTS / f"{card.name}.keras"
     if not path.exists():
         raise FileNotFoundError(f"network {source!r} ships no Keras weights ({path.name}); "
                                 "fine-tune from a run directory instead")
@@ -283,14 +288,14 @@ def _run_finetune(args) -> int:
 # --- ship ----------------------------------------------------------------------------------
 def _add_ship(subparsers) -> None:
     p = subparsers.add_parser(
-        "ship", help="copy a run's checkpoint to models/<name>.keras (+ .state.json) to resume",
+        "ship", help="copy a run's checkpoint to models/checkpoints/<name>.keras to resume it",
         description="Write <out>/<name>.keras (weights and optimizer state of the run's last "
-                    "epoch, or weights only with --weights-only) and <out>/<name>.state.json, so "
-                    "that `exitwave-train train --init-from <out>/<name>.keras` continues the run "
-                    "and `finetune --from <name>` starts from it.")
+                    "epoch) and <out>/<name>.state.json, so that `exitwave-train train "
+                    "--init-from <out>/<name>.keras` continues the run and `finetune --from "
+                    "<name>` starts from it. The plugin's wheel does not carry them.")
     p.add_argument("run", help="run directory")
     p.add_argument("--name", required=True)
-    p.add_argument("--out", default="models")
+    p.add_argument("--out", default="models/checkpoints")
     p.add_argument("--max-mb", type=float, default=40.0, help="refuse larger files (default: 40)")
     p.set_defaults(func=_run_ship)
 

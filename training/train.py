@@ -246,7 +246,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
     checkpoint is written after every epoch. With ``resume=False`` an existing run is
     overwritten.
 
-    ``init_from``: a shipped checkpoint (``models/<name>.keras`` with ``<name>.state.json``)
+    ``init_from``: a shipped checkpoint (``models/checkpoints/<name>.keras`` with ``<name>.state.json``)
     copied into an empty ``run_dir`` and continued exactly (weights, optimizer, epoch, RNG
     positions), with the run's saved configuration. ``finetune_from``: a ``.keras`` file or
     run directory whose weights start a *new* run of ``cfg`` (fresh optimizer and schedule,
