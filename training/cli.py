@@ -3,7 +3,7 @@
 Pipeline order: ``simulate`` -> ``train`` (evaluates the best checkpoint when a run finishes)
 -> ``export`` -> ``evaluate``; ``finetune`` starts a run from a shipped network's weights and
 ``ship`` copies a run's checkpoint beside its ONNX file in models/ so that a later session (or a
-user) continues it with ``train --init-from models/<name>.keras``.
+user) continues it with ``train --init-from models/checkpoints/<name>.keras``.
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def _run_train(args) -> int:
 def _add_finetune(subparsers) -> None:
     p = subparsers.add_parser(
         "finetune", help="train a shipped network further on your own data set",
-        description="Start a new run from the weights of a shipped network (models/<name>.keras) "
+        description="Start a new run from the weights of a shipped network (models/checkpoints/) "
                     "or any checkpoint, on your data set (e.g. your material class); fresh "
                     "optimizer, lower learning rate by default. Resumes like train.")
     p.add_argument("--from", dest="source", required=True,
