@@ -143,6 +143,8 @@ def _add_train(subparsers) -> None:
     p.add_argument("--jit-compile", action="store_true", help="XLA-compile the training step")
     p.add_argument("--init-from", help="continue a shipped checkpoint (models/checkpoints/"
                                        "<name>.keras + .state.json) in an empty --out, exactly")
+    p.add_argument("--snapshot-every", type=int, metavar="N",
+                   help="keep the weights of every N-th epoch in <out>/snapshots (learning curve)")
     p.add_argument("--train-samples", type=int, help="use only the first N training samples")
     p.add_argument("--val-samples", type=int, help="use only the first N validation samples")
     p.add_argument("--max-minutes", type=float, help="stop before an epoch that would not "
@@ -215,7 +217,8 @@ def _run_train(args) -> int:
                           ranges={"blur_unit": args.blur_unit} if args.blur_unit else {},
                           **_recipe_kwargs(args))
         state = train(cfg, args.out, resume=not args.restart, max_minutes=args.max_minutes,
-                      verbose=0 if args.quiet else 1, init_from=args.init_from)
+                      verbose=0 if args.quiet else 1, init_from=args.init_from,
+                      snapshot_every=args.snapshot_every)
     except (ValueError, FileNotFoundError) as exc:
         print(f"exitwave-train train: {exc}", file=sys.stderr)
         return 2

@@ -238,7 +238,8 @@ def _datasets(cfg: TrainConfig):
 def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
           max_minutes: float | None = None, verbose: int = 1,
           init_from: str | os.PathLike | None = None,
-          finetune_from: str | os.PathLike | None = None) -> dict[str, Any]:
+          finetune_from: str | os.PathLike | None = None,
+          snapshot_every: int | None = None) -> dict[str, Any]:
     """Train (or continue training) into ``run_dir``; returns the run's state.
 
     Stops after ``cfg.epochs`` epochs, or earlier when the next epoch would not finish within
@@ -251,6 +252,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
     positions), with the run's saved configuration. ``finetune_from``: a ``.keras`` file or
     run directory whose weights start a *new* run of ``cfg`` (fresh optimizer and schedule,
     e.g. on a user's own material class); ``cfg.network`` is taken from that checkpoint.
+    ``snapshot_every``: also keep the weights of every N-th epoch in ``run_dir/snapshots/``
+    (listed in ``state["snapshots"]`` with the samples seen: the learning curve,
+    ``benchmarks/learning_curve.py``).
     """
     import keras
 
@@ -324,6 +328,13 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
             state["best_val_loss"] = vl
             state["best_epoch"] = epoch + 1
             atomic_save_model(model, run_dir / "best.keras")
+        if snapshot_every and state["epoch"] % int(snapshot_every) == 0:
+            snap = run_dir / "snapshots" / f"epoch_{state['epoch']:05d}.weights.h5"
+            snap.parent.mkdir(exist_ok=True)
+            model.save_weights(snap)
+            state.setdefault("snapshots", []).append(
+                dict(epoch=state["epoch"], samples_seen=state["samples_seen"],
+                     file=str(snap.relative_to(run_dir))))
         atomic_write_json(state, state_path)
         plot_learning_curve(state["history"], run_dir / "learning_curve.png",
                             title=f"{run_dir.name}")
