@@ -49,6 +49,7 @@ class SeriesPanel(QGroupBox):
         viewer.layers.events.inserted.connect(self.refresh)
         viewer.layers.events.removed.connect(self.refresh)
         self.refresh()
+        self._on_layer_changed()
 
     def _choices(self, _widget=None) -> list:
         from napari.layers import Image
