@@ -14,7 +14,8 @@ and maximum over ``--repeat`` runs; ``--full-draw`` adds a forced ``canvas.draw(
   follows (what live mode does for every series),
 - **auto_classify**: k-means labels written to the layer's ``label`` feature.
 
-It uses only the widget's public API (``ArgandPlotWidget(viewer)``, ``auto_classify``) so the same script times every version of the widget.
+It uses only the widget's public API (``ArgandPlotWidget(viewer)``, ``auto_classify``), so
+the same script times every version of the widget.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The transfer kernels of physics (``*_transfer``): analytic values, and the filters built on them."""
+"""physics' transfer kernels (``*_transfer``): analytic values, and the filters built on them."""
 
 from __future__ import annotations
 

@@ -96,7 +96,8 @@ def test_run_jobs_and_finish_give_the_ensemble(models):
     np.testing.assert_allclose(summary.exit_wave, (a + b) / 2, atol=1e-6)
     np.testing.assert_allclose(summary.uncertainty, np.abs(a - b) / 2, atol=1e-6)
     assert summary.name == "series exit wave" and s.exit_wave is summary.exit_wave
-    assert summary.status.startswith("✔ a, b on CPU in ") and "uncertainty layer" in summary.status
+    assert summary.status.startswith("✔ a, b on CPU in ")
+    assert "uncertainty layer" in summary.status
 
 
 def test_run_jobs_returns_errors_instead_of_raising(models):

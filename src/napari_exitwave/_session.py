@@ -22,6 +22,7 @@ import numpy as np
 from psygnal import Signal
 
 from ._layers import FitCheck, check_fit, ensemble
+from ._progress import rescaled
 
 __all__ = ["METHODS", "RunResult", "RunSummary", "ReconstructionSession", "run_jobs"]
 
@@ -58,13 +59,8 @@ def run_jobs(series, jobs: list[dict], cancel: Callable[[], bool] | None = None
     try:
         for k, job in enumerate(jobs):
             gen = reconstruct.iter_reconstruct(series, cancel=cancel, **job)
-            while True:
-                try:
-                    fraction, message = next(gen)
-                except StopIteration as stop:
-                    result.reconstructions.append(stop.value)
-                    break
-                yield (k + float(fraction)) / len(jobs), str(message)
+            rec = yield from rescaled(gen, k / len(jobs), (k + 1) / len(jobs))
+            result.reconstructions.append(rec)
     except ReconstructionCancelled:
         result.cancelled = True
     except ExitWaveError as e:

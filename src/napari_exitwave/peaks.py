@@ -106,13 +106,8 @@ def find_peaks(
     return refine_peaks(img, coords)
 
 
-def find_wave_peaks(
-    exit_wave: np.ndarray,
-    sampling: float = 1.0,
-    min_distance: float = 1.0,
-    threshold: float = 0.1,
-    refine: bool = True,
-) -> np.ndarray:
+def find_wave_peaks(exit_wave: np.ndarray, sampling: float = 1.0, min_distance: float = 1.0,
+                    threshold: float = 0.1, refine: bool = True) -> np.ndarray:
     """Atomic columns of an exit wave: :func:`find_peaks` of ``|exit_wave - 1|``.
 
     Parameters are those of :func:`find_peaks` (``sampling`` A/px, ``min_distance`` A,

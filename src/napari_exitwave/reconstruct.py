@@ -27,7 +27,8 @@ from typing import Any, Callable, Generator, Sequence
 import numpy as np
 
 from . import physics
-from .errors import ExitWaveError, ReconstructionCancelled, SeriesMismatchError
+from ._progress import drive, rescaled
+from .errors import ExitWaveError, SeriesMismatchError
 
 __all__ = ["Reconstruction", "iter_reconstruct", "reconstruct_series", "resample_series",
            "METHODS"]
@@ -119,11 +120,6 @@ def _as_series(series):
     raise TypeError(f"series must be a FocalSeries or an (n, ny, nx) array, got {type(series)}")
 
 
-def _check(cancel) -> None:
-    if cancel is not None and cancel():
-        raise ReconstructionCancelled("reconstruction cancelled")
-
-
 def iter_reconstruct(series, model=None, *, method: str = "network", align: bool = True,
                      defocus: Sequence[float] | None = None, Cs: float | None = None,
                      focal_spread: float | None = None, sampling: float | None = None,
@@ -132,7 +128,7 @@ def iter_reconstruct(series, model=None, *, method: str = "network", align: bool
                      cancel: Callable[[], bool] | None = None, **traditional_kwargs
                      ) -> Generator[tuple[float, str], None, Reconstruction]:
     """:func:`reconstruct_series` as a generator: yields ``(fraction, message)``, returns the
-    :class:`Reconstruction` (``StopIteration.value``, or ``rec = yield from iter_reconstruct(...)``).
+    :class:`Reconstruction` (``StopIteration.value``; ``rec = yield from iter_reconstruct(...)``).
 
     It yields at the start of every stage (loading, aligning, resampling, normalising,
     inference or the traditional reconstruction), after every Gerchberg-Saxton iteration, and
@@ -287,14 +283,7 @@ def _traditional(method, images, s_in, d, Cs, focal_spread, energy, timings: dic
                                        Cs=0.0 if Cs is None else float(Cs),
                                        focal_spread=0.0 if focal_spread is None
                                        else float(focal_spread), energy=energy, **kwargs)
-    while True:  # re-yield on [0.12, 1], the inner cancel polled between iterations
-        _check(cancel)
-        try:
-            fraction, message = next(gen)
-        except StopIteration as stop:
-            res = stop.value
-            break
-        yield 0.12 + 0.88 * float(fraction), message
+    res = yield from rescaled(gen, 0.12, 1.0, cancel)
     timings["reconstruct"] = time.perf_counter() - t
     return res
 
@@ -353,12 +342,4 @@ def reconstruct_series(series, model=None, *, method: str = "network", align: bo
                            focal_spread=focal_spread, sampling=sampling, tile=tile,
                            overlap=overlap, providers=providers, strict=strict, energy=energy,
                            cancel=cancel, **traditional_kwargs)
-    _check(cancel)
-    while True:
-        try:
-            fraction, message = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(fraction, message)
-        _check(cancel)
+    return drive(gen, progress, cancel)

@@ -70,7 +70,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Generator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -80,7 +80,8 @@ from ._focal_series import (  # noqa: F401 - _AUTO_EPS_FLOOR: the documented flo
     _AUTO_EPS_FLOOR, DEFAULT_WIENER_EPS, Setup, _mirror, intensity_transfer, linear_images,
     setup, transfer_functions,
 )
-from .errors import ExitWaveError, ReconstructionCancelled, SeriesMismatchError
+from ._progress import ProgressGenerator, drive
+from .errors import ExitWaveError, SeriesMismatchError
 
 __all__ = [
     "METHODS",
@@ -100,15 +101,6 @@ __all__ = [
 METHODS = ("gs", "wiener")
 DEFAULT_N_ITER = 50
 DEFAULT_ENVELOPE_CUTOFF = 0.2
-
-Progress = Generator[tuple[float, str], None, Any]
-"""A generator yielding ``(fraction, message)`` and returning its result (``StopIteration.value``)."""
-
-
-def _check_cancel(cancel):
-    if cancel is not None and cancel():
-        raise ReconstructionCancelled("reconstruction cancelled")
-
 
 def _wiener_spectrum(xp, images, h, eps):
     """Least-squares spectrum ``S(k)`` of the scattered wave from the linear model (see module)."""
@@ -278,29 +270,16 @@ def gerchberg_saxton(images, sampling: float, defocus: Sequence[float], *, Cs: f
         consistency error ``sqrt(sum_n || |psi_n| - sqrt(I_n) ||^2 / sum_n sum I_n)`` of the
         start (index 0) and after every iteration. Non-increasing.
     """
-    return _drive(_iter_gs(images, sampling, defocus, Cs=Cs, focal_spread=focal_spread,
+    return drive(_iter_gs(images, sampling, defocus, Cs=Cs, focal_spread=focal_spread,
                            energy=energy, n_iter=n_iter, wiener_eps=wiener_eps,
                            envelope_cutoff=envelope_cutoff, initial=initial,
                            aberrations=aberrations, blur=blur, mtf=mtf, normalize=normalize,
                            align=align, xp=xp, dtype=dtype), progress, cancel)
 
 
-def _drive(gen: Progress, progress=None, cancel=None):
-    """Run a progress generator to its end: ``progress(fraction, message)`` for each item,
-    ``cancel()`` polled before it starts and after each item. Returns the generator's value."""
-    _check_cancel(cancel)
-    while True:
-        try:
-            fraction, message = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(fraction, message)
-        _check_cancel(cancel)
-
-
 def _iter_gs(images, sampling, defocus, *, n_iter=DEFAULT_N_ITER,
-             envelope_cutoff=DEFAULT_ENVELOPE_CUTOFF, initial=None, **setup_kwargs) -> Progress:
+             envelope_cutoff=DEFAULT_ENVELOPE_CUTOFF, initial=None,
+             **setup_kwargs) -> ProgressGenerator:
     """Gerchberg-Saxton as a generator: yields ``(fraction, message)`` after every iteration,
     returns the :class:`GSResult`."""
     n_iter = int(n_iter)
@@ -362,7 +341,7 @@ def _iter_gs(images, sampling, defocus, *, n_iter=DEFAULT_N_ITER,
 
 
 def iter_reconstruct(images, sampling: float, defocus: Sequence[float], *, method: str = "gs",
-                     n_iter: int = DEFAULT_N_ITER, **kwargs) -> Progress:
+                     n_iter: int = DEFAULT_N_ITER, **kwargs) -> ProgressGenerator:
     """:func:`reconstruct` as a generator: yields ``(fraction, message)`` (after every
     Gerchberg-Saxton iteration; once for Wiener) and returns a :class:`TraditionalResult`
     (``StopIteration.value``; ``result = yield from iter_reconstruct(...)``).
@@ -407,5 +386,5 @@ def reconstruct(images, sampling: float, defocus: Sequence[float], *, method: st
     gen = iter_reconstruct(images, sampling, defocus, method=method, Cs=Cs,
                            focal_spread=focal_spread, energy=energy, n_iter=n_iter,
                            wiener_eps=wiener_eps, xp=xp, **kwargs)
-    res = _drive(gen, progress, cancel)
+    res = drive(gen, progress, cancel)
     return res if full_output else res.exit_wave
