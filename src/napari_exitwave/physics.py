@@ -280,7 +280,7 @@ def resample(image: np.ndarray, sampling: float, new_sampling: float, order: int
 
 
 def gaussian_transfer(shape: Sequence[int], sampling: float, sigma: float) -> np.ndarray:
-    """Transfer function of a Gaussian blur, ``exp(-2 pi^2 sigma^2 k^2)``, on an (unshifted) FFT grid.
+    """Transfer function of a Gaussian blur, ``exp(-2 pi^2 sigma^2 k^2)``, on an FFT grid.
 
     Parameters
     ----------
