@@ -227,9 +227,10 @@ class ArgandPlotWidget(QWidget):
         names = tuple(groups)
         if names != self._legend_names:  # a legend only when the classes change
             self._legend_names = names
-            handles = [self._classes[n] for n in names] + [self._vacuum, self._ring]
-            self.ax.legend(handles, list(names) + ["vacuum (1+0j)", "selected"],
-                           loc="lower left", fontsize="small", framealpha=0.7)
+            # a fixed corner: loc="best" would search all the points at every draw
+            handles = [self._classes[n] for n in names] + [self._vacuum]
+            self.ax.legend(handles, list(names) + ["vacuum (1+0j)"], loc="upper right",
+                           fontsize="small", framealpha=0.7)
 
     def _on_draw(self, event=None):
         self._background = self.canvas.copy_from_bbox(self.figure.bbox)
