@@ -211,7 +211,6 @@ def test_traditional_fields_and_defocus(qtbot, tmp_path, viewer_widget):
     assert "enter 3 defocus values" in widget.check_label.text()
     assert not widget.run_button.isEnabled()
     # a Gerchberg-Saxton run gives the same layers, at the series' own pixel size
-    pytest.importorskip("napari_exitwave.traditional")
     widget.defocus_edit.setText("-50, 0, 50")
     widget.cs_spin.setValue(-8.0)
     result = _run(qtbot, widget)

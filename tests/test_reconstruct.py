@@ -138,7 +138,6 @@ def test_traditional_needs_defocus_and_sampling():
 
 
 def test_traditional_path_delegates():
-    pytest.importorskip("napari_exitwave.traditional")
     wave = np.ones((64, 64), np.complex128)
     wave[20:30, 20:30] = np.exp(0.3j)
     params = [physics.MicroscopeParameters(defocus=d) for d in (-50.0, 0.0, 50.0)]
