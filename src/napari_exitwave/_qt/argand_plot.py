@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.path import Path as MplPath
 from matplotlib.widgets import LassoSelector
 from qtpy.QtWidgets import (
-    QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
+    QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
     QWidget,
 )
 
@@ -45,7 +45,12 @@ class ArgandPlotWidget(QWidget):
         lay = QVBoxLayout(self)
         row = QHBoxLayout()
         row.addWidget(QLabel("Peaks"))
-        self.layer_combo = QComboBox()
+        from magicgui.widgets import create_widget
+        from napari.layers import Points
+
+        # napari's layer picker (magicgui), restricted to peaks layers
+        self.layer_picker = create_widget(annotation=Points, options={"choices": self._choices})
+        self.layer_combo = self.layer_picker.native
         row.addWidget(self.layer_combo, 1)
         lay.addLayout(row)
 
@@ -80,7 +85,7 @@ class ArgandPlotWidget(QWidget):
         self.info_label.setWordWrap(True)
         lay.addWidget(self.info_label)
 
-        self.layer_combo.currentIndexChanged.connect(self._on_combo)
+        self.layer_picker.changed.connect(self._on_pick)
         self.label_button.clicked.connect(lambda: self.label_selection(self.label_edit.text()))
         self.label_edit.returnPressed.connect(lambda: self.label_selection(self.label_edit.text()))
         self.classify_button.clicked.connect(lambda: self.auto_classify(self.n_classes.value()))
@@ -100,27 +105,30 @@ class ArgandPlotWidget(QWidget):
         cols = set(layer.features.columns)
         return {"real", "imag"} <= cols
 
+    def _choices(self, _widget=None) -> list:
+        return [ly for ly in self.viewer.layers if self.accepts(ly)]
+
     def _refresh_layers(self, event=None):
-        layers = [ly for ly in self.viewer.layers if self.accepts(ly)]
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        for ly in layers:
-            self.layer_combo.addItem(ly.name)
-        self.layer_combo.blockSignals(False)
+        with self.layer_picker.changed.blocked():
+            self.layer_picker.reset_choices()
+        layers = self._choices()
         new = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
         if new is not None and new in layers:  # a new peaks layer: follow it
             self.set_layer(new)
         elif self.layer is not None and self.layer in layers:
-            self.layer_combo.setCurrentIndex(layers.index(self.layer))
-        elif layers:
-            self.set_layer(layers[-1])
+            self._show_in_picker(self.layer)
         else:
-            self.set_layer(None)
+            self.set_layer(layers[-1] if layers else None)
 
-    def _on_combo(self, *_):
-        name = self.layer_combo.currentText()
-        if name and name in self.viewer.layers:
-            self.set_layer(self.viewer.layers[name])
+    def _show_in_picker(self, layer) -> None:
+        with self.layer_picker.changed.blocked():
+            self.layer_picker.reset_choices()
+            if layer in self._choices():
+                self.layer_picker.value = layer
+
+    def _on_pick(self, layer):
+        if layer is not None:
+            self.set_layer(layer)
 
     def set_layer(self, layer):
         """Show ``layer`` (a Points layer with ``real``/``imag`` features) and follow it."""
@@ -137,11 +145,7 @@ class ArgandPlotWidget(QWidget):
         if layer is not None:
             for ev, cb in self._connections():
                 ev.connect(cb)
-            names = [self.layer_combo.itemText(i) for i in range(self.layer_combo.count())]
-            if layer.name in names:
-                self.layer_combo.blockSignals(True)
-                self.layer_combo.setCurrentIndex(names.index(layer.name))
-                self.layer_combo.blockSignals(False)
+            self._show_in_picker(layer)
             self.apply_label_colors()
         self.redraw()
 
