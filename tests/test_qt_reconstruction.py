@@ -225,7 +225,6 @@ def test_run_error_and_cancel_keep_gui_alive(qtbot, tmp_path, viewer_widget, mod
     import time
 
     import napari_exitwave.reconstruct as rc
-    from napari_exitwave.errors import ReconstructionCancelled
 
     viewer, widget = viewer_widget
     path, _ = _series(tmp_path)
