@@ -54,18 +54,25 @@ class ReconstructionWidget(QWidget):
         lay.addWidget(self.peaks_panel)
         lay.addStretch(1)
 
-        # the parts the tests, the screenshot script and users' scripts reach for
+        # the controls by the names scripts use (tests, scripts/screenshot.py)
         sp, mp, pp = self.series_panel, self.method_panel, self.peaks_panel
         self.layer_combo, self.pixel_size, self.series_label = (sp.layer_combo, sp.pixel_size,
                                                                 sp.info_label)
-        for attr in ("method_combo", "model_list", "device_combo", "onnx_button", "card_label",
-                     "trad_box", "defocus_edit", "cs_spin", "focal_spread_spin", "set_method",
-                     "method", "defocus_values"):
-            setattr(self, attr, getattr(mp, attr))
-        for attr in ("min_distance_spin", "threshold_spin", "refine_check", "peaks_button",
-                     "argand_button", "peaks_label", "find_peaks", "show_argand",
-                     "current_exit_wave"):
-            setattr(self, attr, getattr(pp, attr))
+        self.method_combo, self.model_list, self.device_combo = (mp.method_combo, mp.model_list,
+                                                                 mp.device_combo)
+        self.onnx_button, self.card_label, self.trad_box = (mp.onnx_button, mp.card_label,
+                                                            mp.trad_box)
+        self.defocus_edit, self.cs_spin, self.focal_spread_spin = (mp.defocus_edit, mp.cs_spin,
+                                                                   mp.focal_spread_spin)
+        self.method, self.set_method, self.defocus_values = (mp.method, mp.set_method,
+                                                             mp.defocus_values)
+        self.min_distance_spin, self.threshold_spin, self.refine_check = (
+            pp.min_distance_spin, pp.threshold_spin, pp.refine_check)
+        self.peaks_button, self.argand_button, self.peaks_label = (pp.peaks_button,
+                                                                   pp.argand_button,
+                                                                   pp.peaks_label)
+        self.find_peaks, self.show_argand = pp.find_peaks, pp.show_argand
+        self.current_exit_wave = pp.current_exit_wave
 
         sp.changed.connect(self._on_series_changed)
         mp.changed.connect(self.update_check)
