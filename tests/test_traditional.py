@@ -345,3 +345,21 @@ def test_cupy_and_numpy_agree():
     w_np = traditional.wiener_reconstruction(images, SAMPLING, DEFOCUS[::2], xp=np)
     w_cp = traditional.wiener_reconstruction(images, SAMPLING, DEFOCUS[::2], xp=cp)
     np.testing.assert_allclose(w_cp, w_np, atol=1e-10)
+
+
+def test_setup_is_a_record_of_the_prepared_series():
+    """What Wiener and GS share is one dataclass: arrays on the device, the transfer functions
+    of physics, the regularisation resolved ("auto" estimated from the images)."""
+    wave = atoms_wave(32, seed=12)
+    d = DEFOCUS[::5]
+    images = series(wave, defocus=d)
+    st = traditional.setup(images, SAMPLING, d, Cs=CS, focal_spread=FOCAL_SPREAD,
+                           normalize=False, xp="numpy", blur=0.2, wiener_eps="auto")
+    assert isinstance(st, traditional.Setup) and st.device == "CPU" and st.xp is np
+    assert st.images.shape == images.shape and st.defocus == list(d)
+    np.testing.assert_array_equal(st.transfer, traditional.transfer_functions(
+        images.shape, SAMPLING, d, Cs=CS, focal_spread=FOCAL_SPREAD))
+    np.testing.assert_array_equal(st.intensity, physics.gaussian_transfer(images.shape,
+                                                                          SAMPLING, 0.2))
+    assert isinstance(st.wiener_eps, float) and st.wiener_eps >= traditional._AUTO_EPS_FLOOR
+    assert traditional.setup(images, SAMPLING, d, xp="numpy").intensity is None

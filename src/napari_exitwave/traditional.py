@@ -88,6 +88,7 @@ __all__ = [
     "GSResult",
     "TraditionalResult",
     "Setup",
+    "setup",
     "reconstruct",
     "iter_reconstruct",
     "wiener_reconstruction",
