@@ -55,23 +55,6 @@ START, END = "<!-- compare_traditional:start -->", "<!-- compare_traditional:end
 
 
 # ------------------------------------------------------------------------------------------
-def _metrics():
-    """napari_exitwave.metrics (rmse, delta), or a local equivalent if it is missing."""
-    try:
-        from napari_exitwave import metrics
-
-        return metrics.rmse, metrics.delta, "napari_exitwave.metrics"
-    except ImportError:  # pragma: no cover - the module exists in this repo
-        def rmse(pred, true):
-            d = np.asarray(pred) - np.asarray(true)
-            return (float(np.sqrt(np.mean(d.real**2))), float(np.sqrt(np.mean(d.imag**2))))
-
-        def delta(pred, true):
-            return float(np.sum(np.abs(pred - true) ** 2) / np.sum(np.abs(true - 1) ** 2))
-
-        return rmse, delta, "local fallback (napari_exitwave.metrics missing)"
-
-
 def highpass(wave: np.ndarray, sampling: float, sigma_px: float = 8.0) -> np.ndarray:
     """Remove the longest wavelengths (Larsen et al. Sec. 6): ``w - G * w + 1``, G a Gaussian
     of standard deviation ``sigma_px`` pixels (periodic), so vacuum stays 1."""
@@ -265,7 +248,9 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    rmse, delta, metrics_source = _metrics()
+    from napari_exitwave.metrics import delta, rmse
+
+    metrics_source = "napari_exitwave.metrics"
     rec, net_note = load_network(args.model)
     log(net_note)
     sampling = args.sampling or (rec.card.sampling if rec is not None and rec.card.sampling

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_exitwave import physics, traditional
+from napari_exitwave import _array, physics, traditional
 
 
 def weak_phase_series(size: int, n_images: int = 11, sampling: float = 0.1, seed: int = 0):
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     modules = [("numpy", np)]
-    cp = traditional._cupy_if_usable()
+    cp = _array._cupy_if_usable()
     if cp is not None:
         modules.append(("cupy", cp))
     rows = []
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
                 t_total = time.perf_counter() - t
                 per_it = statistics.median(res.times)
                 rows.append(dict(size=size, n_images=args.n_images, module=name,
-                                 device=traditional.last_device, dtype=dt,
+                                 device=res.device, dtype=dt,
                                  s_per_iteration=per_it, wiener_s=t_wiener,
                                  gs_total_s=t_total, iterations=args.iterations))
                 print(f"{size} px {name} {dt}: {per_it:.3f} s/iteration, Wiener "

@@ -127,3 +127,24 @@ def test_csv_round_trip(tmp_path):
     assert back2["label"].tolist() == labels
     with pytest.raises(ValueError, match="labels"):
         write_peaks_csv(tab, tmp_path / "r.csv", labels=["a"])
+
+
+def test_one_peak_finder_for_the_widget_the_metrics_and_the_results():
+    """find_wave_peaks is find_peaks of |psi - 1| (sub-pixel), and every user calls it."""
+    from napari_exitwave import metrics
+    from napari_exitwave._layers import peak_features
+    from napari_exitwave.peaks import find_wave_peaks
+
+    yy, xx = np.mgrid[:48, :48]
+    psi = np.ones((48, 48), complex)
+    for y, x, v in ((12.3, 30.6, 0.3j), (33.7, 14.2, 0.2 + 0.1j)):
+        psi += v * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.5**2))
+    pos = find_wave_peaks(psi, sampling=0.1, min_distance=0.5)
+    np.testing.assert_allclose(pos, [[12.3, 30.6], [33.7, 14.2]], atol=0.02)  # sub-pixel
+    np.testing.assert_array_equal(pos, find_peaks(np.abs(psi - 1), sampling=0.1,
+                                                  min_distance=0.5))
+    assert metrics.find_wave_peaks is find_wave_peaks
+    np.testing.assert_array_equal(metrics.find_wave_peaks(psi, 0.1, 0.5), pos)
+    np.testing.assert_array_equal(peak_features(psi, 0.1, 0.5, 0.1)[0], pos)
+    with pytest.raises(ValueError, match="exit_wave must be 2-D"):
+        find_wave_peaks(np.ones((2, 4, 4), complex))

@@ -6,6 +6,7 @@ manager), i.e. the same path napari takes, so a wrong python_name or signature f
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -123,14 +124,16 @@ def test_incomplete_or_unsuitable_files_raise_reader_errors_in_napari(tmp_path):
     half = tmp_path / "half.tif"
     half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     with pytest.raises(ReaderError, match="incomplete ImageJ stack"):
-        _napari.read_paths(str(half))
+        _reader.read_paths(str(half))
+    from conftest import DM_DIRS
+
     other = [d / "other" for d in DM_DIRS if str(d) and (d / "other").is_dir()]
     if not other:
         assert not os.environ.get("CI"), "DM sample files must be found in CI"
         return
     for name, fragment in (("3D_test-8.dm4", "colour pixels"), ("3D_EELS_SI.dm4", "EELS")):
         with pytest.raises(ReaderError, match=fragment):
-            _napari.read_paths(str(other[0] / name))
+            _reader.read_paths(str(other[0] / name))
 
 
 def test_napari_reader_refuses_an_object_dtype_zarr(tmp_path):
@@ -145,7 +148,7 @@ def test_napari_reader_refuses_an_object_dtype_zarr(tmp_path):
         "zarr_format": 2, "shape": [2], "chunks": [2], "dtype": "|O", "compressor": None,
         "fill_value": None, "filters": [{"id": "pickle"}], "order": "C"}))
     (store / "0").write_bytes(b"\x80\x05N.")  # a pickle chunk (None): never decoded
-    assert _napari.get_reader(str(store)) is not None
+    assert _reader.get_reader(str(store)) is not None
     with pytest.raises(ReaderError, match="data type '\\|O'.*not read"):
         npe2.read([str(store)], stack=False, plugin_name=PLUGIN)
 

@@ -141,3 +141,33 @@ def test_reconstruction_widget_opens_linked_plot(qtbot):
     widget.threshold_spin.setValue(0.5)
     peaks2 = widget.find_peaks()
     assert plot.layer is peaks2
+
+
+def test_updates_move_the_artists_instead_of_rebuilding_the_axes(setup):
+    """A selection, new values and new labels update the same artists (set_offsets, colours
+    from the label feature); nothing is cleared and rebuilt."""
+    viewer, layer, widget = setup
+    before = list(widget.ax.collections)
+    (points,) = _plotted(widget, "columns")
+    layer.selected_data = {1, 2}
+    assert list(widget.ax.collections) == before  # the same objects, in the same order
+    np.testing.assert_allclose(points.get_offsets()[:, 0], VALUES.real)
+    # new values (e.g. a new reconstruction in live mode): the same artist, new offsets
+    features = layer.features.copy()
+    features["real"] = features["real"] + 0.1
+    layer.features = features
+    assert _plotted(widget, "columns")[0] is points
+    np.testing.assert_allclose(points.get_offsets()[:, 0], VALUES.real + 0.1)
+    # labels: one artist per class, coloured by the colour cycle of argand.class_colors
+    from matplotlib.colors import to_rgba
+
+    from napari_exitwave.argand import class_colors
+
+    layer.selected_data = set(range(N))
+    widget.label_selection("S2")
+    (s2,) = _plotted(widget, "S2")
+    assert len(s2.get_offsets()) == N
+    np.testing.assert_allclose(s2.get_facecolor()[0], to_rgba(class_colors(["", "S2"])["S2"],
+                                                              0.8))
+    assert not _plotted(widget, "columns") and len(_plotted(widget, "unlabelled")[0]
+                                                   .get_offsets()) == N

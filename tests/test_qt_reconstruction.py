@@ -202,7 +202,6 @@ def test_traditional_fields_and_defocus(qtbot, tmp_path, viewer_widget):
     assert "enter 3 defocus values" in widget.check_label.text()
     assert not widget.run_button.isEnabled()
     # a Gerchberg-Saxton run gives the same layers, at the series' own pixel size
-    pytest.importorskip("napari_exitwave.traditional")
     widget.defocus_edit.setText("-50, 0, 50")
     widget.cs_spin.setValue(-8.0)
     result = _run(qtbot, widget)
@@ -217,7 +216,6 @@ def test_run_error_and_cancel_keep_gui_alive(qtbot, tmp_path, viewer_widget, mod
     import time
 
     import napari_exitwave.reconstruct as rc
-    from napari_exitwave.errors import ReconstructionCancelled
 
     viewer, widget = viewer_widget
     path, _ = _series(tmp_path)
@@ -238,8 +236,9 @@ def test_run_error_and_cancel_keep_gui_alive(qtbot, tmp_path, viewer_widget, mod
 
     def failing(series, **kw):
         raise RuntimeError("something unexpected")
+        yield  # a generator, as iter_reconstruct
 
-    monkeypatch.setattr(rc, "reconstruct_series", failing)
+    monkeypatch.setattr(rc, "iter_reconstruct", failing)
     result = _run(qtbot, widget)
     assert result.error == "RuntimeError: something unexpected"
     assert "something unexpected" in widget.status_label.text()
@@ -247,22 +246,62 @@ def test_run_error_and_cancel_keep_gui_alive(qtbot, tmp_path, viewer_widget, mod
 
     ticks = []
 
-    def slow(series, progress=None, cancel=None, **kw):
+    def slow(series, **kw):
         for i in range(400):
-            if cancel():
-                raise ReconstructionCancelled("cancelled")
-            progress(i / 400, f"step {i}")
+            yield i / 400, f"step {i}"
             ticks.append(i)
             time.sleep(0.01)
         raise AssertionError("not cancelled")
 
-    monkeypatch.setattr(rc, "reconstruct_series", slow)
+    monkeypatch.setattr(rc, "iter_reconstruct", slow)
     widget.run()
     qtbot.waitUntil(lambda: widget.progress_bar.value() > 0, timeout=5000)  # GUI got progress
     widget.cancel_button.click()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=10000)
     assert widget.last_result.cancelled and widget.status_label.text() == "cancelled"
     assert len(ticks) < 400
+
+
+def test_cancel_goes_through_the_worker_and_ends_napari_progress(qtbot, tmp_path, viewer_widget,
+                                                                 models, monkeypatch):
+    """Cancel is worker.quit(): the generator is not resumed, the worker says "aborted", and
+    napari's progress bar (the activity dock's) advances with the yields and then closes."""
+    import time
+
+    import napari_exitwave.reconstruct as rc
+    from napari.utils import progress
+
+    viewer, widget = viewer_widget
+    path, _ = _series(tmp_path)
+    viewer.open(str(path), plugin="napari-exitwave")
+    widget.add_model(str(models["a"][0]))
+    _use_only(widget, "tiny_a")
+    resumed = []
+
+    def slow(series, **kw):
+        for i in range(1000):
+            resumed.append(i)
+            yield i / 1000, f"step {i}"
+            time.sleep(0.005)
+        raise AssertionError("not cancelled")
+
+    monkeypatch.setattr(rc, "iter_reconstruct", slow)
+    worker = widget.run()
+    pbar = widget.pbar
+    assert pbar in progress._all_instances and pbar.total == 1000
+    qtbot.waitUntil(lambda: pbar.n > 10, timeout=5000)  # napari's bar follows the yields
+    assert "step" in pbar.desc
+    with qtbot.waitSignals([worker.aborted, worker.finished], timeout=10000):
+        widget.cancel_button.click()
+    assert worker.abort_requested
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=5000)
+    assert pbar not in progress._all_instances  # the bar ended
+    n = len(resumed)
+    assert n < 1000 and pbar.n < 1000
+    time.sleep(0.1)
+    assert len(resumed) == n  # nothing runs on in the background
+    assert widget.last_result.cancelled and widget.status_label.text() == "cancelled"
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
 
 
 def test_peaks_layer_features(qtbot, viewer_widget):

@@ -14,8 +14,8 @@ from napari_exitwave.errors import (ExitWaveError, ReconstructionCancelled,  # n
                                     SeriesMismatchError)
 from napari_exitwave.inference import ModelCard  # noqa: E402
 from napari_exitwave.io import FocalSeries  # noqa: E402
-from napari_exitwave.reconstruct import (Reconstruction, reconstruct_series,  # noqa: E402
-                                         resample_series)
+from napari_exitwave.reconstruct import (Reconstruction, iter_reconstruct,  # noqa: E402
+                                         reconstruct_series, resample_series)
 from napari_exitwave.validate import validate_series  # noqa: E402
 
 
@@ -138,7 +138,6 @@ def test_traditional_needs_defocus_and_sampling():
 
 
 def test_traditional_path_delegates():
-    pytest.importorskip("napari_exitwave.traditional")
     wave = np.ones((64, 64), np.complex128)
     wave[20:30, 20:30] = np.exp(0.3j)
     params = [physics.MicroscopeParameters(defocus=d) for d in (-50.0, 0.0, 50.0)]
@@ -163,3 +162,60 @@ def test_network_gets_its_images_in_increasing_defocus(tiny):
     unknown = FocalSeries(s.images[::-1].copy(), sampling=s.sampling, defocus=None, source="test")
     assert not np.allclose(reconstruct_series(unknown, card, align=False).exit_wave,
                            ref.exit_wave, atol=1e-3)
+
+
+def _drain(gen):
+    items = []
+    while True:
+        try:
+            items.append(next(gen))
+        except StopIteration as stop:
+            return items, stop.value
+
+
+def test_iter_reconstruct_yields_the_stages_and_returns_the_reconstruction(tiny):
+    items, rec = _drain(iter_reconstruct(_series(), tiny[0]))
+    assert isinstance(rec, Reconstruction)
+    messages = [m for _, m in items]
+    assert messages[0] == "loading the network" and messages[-1] == "done"
+    assert {"aligning", "resampling", "normalising", "inference on CPU"} <= set(messages)
+    fr = [f for f, _ in items]
+    assert fr == sorted(fr) and fr[0] == 0.0 and fr[-1] == 1.0
+    # the blocking call is the generator run to its end: the same exit wave, the same progress
+    seen = []
+    blocking = reconstruct_series(_series(), tiny[0], progress=lambda f, m: seen.append((f, m)))
+    np.testing.assert_array_equal(blocking.exit_wave, rec.exit_wave)
+    assert seen == items
+
+
+def test_iter_reconstruct_stops_where_the_consumer_stops(tiny, monkeypatch):
+    """Nothing runs between two items: a generator closed after "aligning" never infers."""
+    from napari_exitwave import inference
+
+    calls = []
+    monkeypatch.setattr(inference.OnnxReconstructor, "predict",
+                        lambda self, *a, **k: calls.append(1))
+    gen = iter_reconstruct(_series(), tiny[0])
+    for _, message in gen:
+        if message == "aligning":
+            gen.close()
+    assert calls == []
+
+
+def test_iter_reconstruct_yields_every_gs_iteration():
+    wave = np.ones((48, 48), np.complex128)
+    wave[16:30, 16:30] = np.exp(0.3j)
+    params = [physics.MicroscopeParameters(defocus=d) for d in (-50.0, 0.0, 50.0)]
+    s = FocalSeries(physics.simulate_focal_series(wave, 0.2, params).astype(np.float32),
+                    sampling=0.2, defocus=[-50, 0, 50])
+    items, rec = _drain(iter_reconstruct(s, method="gs", align=False, n_iter=5))
+    its = [m for _, m in items if m.startswith("Gerchberg-Saxton iteration")]
+    assert len(its) == 5 and "5/5" in its[-1]
+    assert rec.method == "gs" and rec.device == "CPU"
+    assert rec.metadata["wiener_eps"] == pytest.approx(1e-2)
+    # cancel is polled between the iterations
+    calls = []
+    with pytest.raises(ReconstructionCancelled):
+        reconstruct_series(s, method="gs", align=False, n_iter=50,
+                           cancel=lambda: calls.append(1) or len(calls) > 4)
+    assert len(calls) == 5

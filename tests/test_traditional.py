@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_exitwave import physics, traditional
+from napari_exitwave import _array, physics, traditional
 from napari_exitwave.errors import ExitWaveError, ReconstructionCancelled, SeriesMismatchError
 
 SAMPLING = 0.1  # A/px
@@ -125,9 +125,12 @@ def test_auto_eps_follows_the_dose_and_is_near_the_best_fixed_one():
                                                focal_spread=FOCAL_SPREAD) for d in DEFOCUS]
         images = physics.simulate_focal_series(wave, SAMPLING, params,
                                                rng=np.random.default_rng(0))
-        auto = traditional.wiener_reconstruction(images, SAMPLING, DEFOCUS, wiener_eps="auto",
-                                                 **kw)
-        chosen.append(traditional.last_wiener_eps)
+        res = traditional.reconstruct(images, SAMPLING, DEFOCUS, method="wiener",
+                                      wiener_eps="auto", full_output=True, **kw)
+        auto = res.exit_wave
+        np.testing.assert_array_equal(auto, traditional.wiener_reconstruction(
+            images, SAMPLING, DEFOCUS, wiener_eps="auto", **kw))
+        chosen.append(res.wiener_eps)
         best = min(rms(highpass(traditional.wiener_reconstruction(
             images, SAMPLING, DEFOCUS, wiener_eps=e, **kw)) - truth)
             for e in (1e-4, 1e-3, 1e-2, 1e-1, 1.0))
@@ -245,7 +248,13 @@ def test_reconstruct_dispatches_and_normalises():
     # counts instead of relative intensities: the same result after the mean normalisation
     np.testing.assert_allclose(
         traditional.reconstruct(images * 437.0, SAMPLING, d, n_iter=3, **kw), g, atol=1e-12)
-    assert traditional.last_device == "CPU"
+    full = traditional.reconstruct(images, SAMPLING, d, method="GS", n_iter=3, full_output=True,
+                                   **kw)
+    assert full.device == "CPU" and full.method == "gs" and full.wiener_eps == traditional.DEFAULT_WIENER_EPS
+    np.testing.assert_array_equal(full.exit_wave, g)
+    assert full.errors.shape == (4,) and full.times.shape == (3,)
+    # no module state: nothing is left behind for another thread to read
+    assert not hasattr(traditional, "last_device") and not hasattr(traditional, "last_wiener_eps")
 
 
 def test_align_option_uses_align_series(monkeypatch):
@@ -311,7 +320,7 @@ def test_bad_sampling():
 
 
 def test_cupy_request_without_gpu_is_a_clear_error():
-    if traditional._cupy_if_usable() is not None:
+    if _array._cupy_if_usable() is not None:
         pytest.skip("CuPy with a GPU is present: the request is valid here")
     with pytest.raises(ExitWaveError, match="CuPy is not installed or sees no GPU"):
         traditional.reconstruct(np.ones((2, 16, 16)), SAMPLING, [0.0, 50.0], xp="cupy")
@@ -321,7 +330,7 @@ def test_cupy_request_without_gpu_is_a_clear_error():
 # ------------------------------------------------------------------------------------------
 # CuPy / NumPy parity (the same code path)
 def test_cupy_and_numpy_agree():
-    cp = traditional._cupy_if_usable()
+    cp = _array._cupy_if_usable()
     if cp is None:
         pytest.skip("CuPy is not installed or sees no GPU (no GPU on this machine)")
     wave = atoms_wave(64, strength=0.5, seed=10)
@@ -336,3 +345,21 @@ def test_cupy_and_numpy_agree():
     w_np = traditional.wiener_reconstruction(images, SAMPLING, DEFOCUS[::2], xp=np)
     w_cp = traditional.wiener_reconstruction(images, SAMPLING, DEFOCUS[::2], xp=cp)
     np.testing.assert_allclose(w_cp, w_np, atol=1e-10)
+
+
+def test_setup_is_a_record_of_the_prepared_series():
+    """What Wiener and GS share is one dataclass: arrays on the device, the transfer functions
+    of physics, the regularisation resolved ("auto" estimated from the images)."""
+    wave = atoms_wave(32, seed=12)
+    d = DEFOCUS[::5]
+    images = series(wave, defocus=d)
+    st = traditional.setup(images, SAMPLING, d, Cs=CS, focal_spread=FOCAL_SPREAD,
+                           normalize=False, xp="numpy", blur=0.2, wiener_eps="auto")
+    assert isinstance(st, traditional.Setup) and st.device == "CPU" and st.xp is np
+    assert st.images.shape == images.shape and st.defocus == list(d)
+    np.testing.assert_array_equal(st.transfer, traditional.transfer_functions(
+        images.shape, SAMPLING, d, Cs=CS, focal_spread=FOCAL_SPREAD))
+    np.testing.assert_array_equal(st.intensity, physics.gaussian_transfer(images.shape,
+                                                                          SAMPLING, 0.2))
+    assert isinstance(st.wiener_eps, float) and st.wiener_eps >= traditional._AUTO_EPS_FLOOR
+    assert traditional.setup(images, SAMPLING, d, xp="numpy").intensity is None

@@ -132,11 +132,11 @@ def exit_wave_of_layer(layer) -> tuple[np.ndarray, float | None] | None:
 def peak_features(exit_wave: np.ndarray, sampling: float, min_distance: float,
                   threshold: float, refine: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
     """Peaks of ``|psi - 1|`` and their feature table (with an empty ``label`` column)."""
-    from .peaks import find_peaks, peak_table
+    from .peaks import find_wave_peaks, peak_table
 
     wave = np.asarray(exit_wave)
-    pos = find_peaks(np.abs(wave - 1), sampling=sampling, min_distance=min_distance,
-                     threshold=threshold, refine=refine)
+    pos = find_wave_peaks(wave, sampling=sampling, min_distance=min_distance,
+                          threshold=threshold, refine=refine)
     table = peak_table(wave, pos, sampling)
     features = {k: table[k] for k in ("real", "imag", "amplitude", "phase", "y_A", "x_A")}
     features["label"] = np.array([""] * len(pos), dtype=object)

@@ -20,13 +20,44 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["argand_figure", "save_argand_png", "classify", "VACUUM", "class_colors"]
+__all__ = ["argand_figure", "save_argand_png", "classify", "VACUUM", "class_colors",
+           "style_axes", "selection_mask", "SELECTED_STYLE", "POINT_STYLE"]
 
 VACUUM = 1 + 0j
 """The exit wave of vacuum."""
 
 _CYCLE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
           "#17becf", "#bcbd22", "#7f7f7f"]
+
+
+POINT_STYLE = {"s": 14, "alpha": 0.8, "linewidths": 0}
+"""Matplotlib ``scatter`` style of the values (the CLI's PNG and the widget alike)."""
+SELECTED_STYLE = {"s": 40, "facecolors": "none", "edgecolors": "k", "linewidths": 1.2}
+"""Style of the ring drawn around selected values."""
+
+
+def style_axes(ax) -> None:
+    """The fixed parts of an Argand plot: vacuum marked at ``1 + 0j``, the axes through it,
+    labels, equal aspect."""
+    ax.plot([VACUUM.real], [VACUUM.imag], marker="+", color="k", markersize=12, mew=2,
+            linestyle="none", label="vacuum (1+0j)")
+    ax.axhline(0, color="0.8", lw=0.8, zorder=0)
+    ax.axvline(1, color="0.8", lw=0.8, zorder=0)
+    ax.set_xlabel("Re ψ")
+    ax.set_ylabel("Im ψ")
+    ax.set_aspect("equal", adjustable="datalim")
+
+
+def selection_mask(selected, n: int) -> np.ndarray:
+    """A boolean mask of ``n`` values from a mask or a sequence of indices (or None)."""
+    sel = np.zeros(n, bool)
+    if selected is not None:
+        selected = np.asarray(selected)
+        if selected.dtype == bool and selected.size == n:
+            sel = selected.copy()
+        elif selected.size:
+            sel[np.asarray(selected, dtype=int)] = True
+    return sel
 
 
 def class_colors(labels: Sequence) -> dict:
@@ -75,33 +106,19 @@ def argand_figure(values, labels=None, ax=None, *, title=None, selected=None):
         fig = ax.figure
         ax.clear()
     re, im = values.real.astype(float), values.imag.astype(float)
-    sel = np.zeros(values.size, bool)
-    if selected is not None:
-        selected = np.asarray(selected)
-        if selected.dtype == bool and selected.size == values.size:
-            sel = selected.copy()
-        elif selected.size:
-            sel[np.asarray(selected, dtype=int)] = True
+    sel = selection_mask(selected, values.size)
     if labels is None:
-        ax.scatter(re, im, s=14, c=_CYCLE[0], alpha=0.8, linewidths=0, label="columns")
+        ax.scatter(re, im, c=_CYCLE[0], label="columns", **POINT_STYLE)
     else:
         labels = np.array([str(v) for v in np.asarray(labels, dtype=object).ravel()])
         if labels.size != values.size:
             raise ValueError(f"labels has {labels.size} entries for {values.size} values")
         for lab, col in class_colors(labels).items():
             m = labels == lab
-            ax.scatter(re[m], im[m], s=14, c=col, alpha=0.8, linewidths=0,
-                       label=lab if lab else "unlabelled")
+            ax.scatter(re[m], im[m], c=col, label=lab if lab else "unlabelled", **POINT_STYLE)
     if sel.any():
-        ax.scatter(re[sel], im[sel], s=40, facecolors="none", edgecolors="k", linewidths=1.2,
-                   label="selected")
-    ax.plot([VACUUM.real], [VACUUM.imag], marker="+", color="k", markersize=12, mew=2,
-            linestyle="none", label="vacuum (1+0j)")
-    ax.axhline(0, color="0.8", lw=0.8, zorder=0)
-    ax.axvline(1, color="0.8", lw=0.8, zorder=0)
-    ax.set_xlabel("Re ψ")
-    ax.set_ylabel("Im ψ")
-    ax.set_aspect("equal", adjustable="datalim")
+        ax.scatter(re[sel], im[sel], label="selected", **SELECTED_STYLE)
+    style_axes(ax)
     if title:
         ax.set_title(title)
     ax.legend(loc="best", fontsize="small", framealpha=0.7)

@@ -8,7 +8,8 @@ and compare a prediction with the ground truth (the target: the exit wave folded
 - :func:`delta`: Eq. (A.1) of Larsen et al., ``sum |pred - true|^2 / sum |true - 1|^2``.
 - :func:`y_scramble`: the same RMSE for a prediction against a *different* sample's truth,
   the baseline any useful model must beat by far.
-- :func:`peak_position_error`: distance in pm between the peaks of ``|pred - 1|`` and the true
+- :func:`peak_position_error`: distance in pm between the peaks of ``|pred - 1|``
+  (:func:`napari_exitwave.peaks.find_wave_peaks`, re-exported here) and the true
   atomic-column positions, matched one to one.
 - :func:`peak_values`: complex values of a wave at given positions (Argand plots).
 
@@ -21,6 +22,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+
+from .peaks import find_wave_peaks  # the package's one peak finder, re-exported
 
 __all__ = ["rmse", "delta", "y_scramble", "find_wave_peaks", "peak_position_error",
            "peak_values", "summarize", "PEAK_FINDER"]
@@ -100,53 +103,8 @@ def y_scramble(pred: Sequence[np.ndarray], true: Sequence[np.ndarray], seed: int
     return np.asarray(rr), np.asarray(ri)
 
 
-def _local_find_peaks(image: np.ndarray, sampling: float, min_distance: float,
-                      threshold: float) -> np.ndarray:
-    """Fallback peak finder: skimage maxima refined by a 3x3 parabola fit, (row, col) px."""
-    from skimage.feature import peak_local_max
-
-    image = np.asarray(image, dtype=float)
-    md = max(1, int(round(min_distance / sampling)))
-    idx = peak_local_max(image, min_distance=md, threshold_rel=threshold, exclude_border=1)
-    out = idx.astype(float)
-    for k, (r, c) in enumerate(idx):
-        for axis in (0, 1):
-            if axis == 0:
-                a, b, d = image[r - 1, c], image[r, c], image[r + 1, c]
-            else:
-                a, b, d = image[r, c - 1], image[r, c], image[r, c + 1]
-            den = a - 2 * b + d
-            if den < 0:
-                out[k, axis] += float(np.clip(0.5 * (a - d) / den, -0.5, 0.5))
-    return out
-
-
-def _peak_finder():
-    try:
-        from napari_exitwave.peaks import find_peaks  # the plugin's peak finder, when present
-
-        return find_peaks, "napari_exitwave.peaks.find_peaks"
-    except Exception:  # noqa: BLE001
-        return None, "skimage.feature.peak_local_max (local fallback)"
-
-
-PEAK_FINDER = _peak_finder()[1]
-"""Which peak finder :func:`find_wave_peaks` uses."""
-
-
-def find_wave_peaks(wave, sampling: float, min_distance: float = 1.0,
-                    threshold: float = 0.1) -> np.ndarray:
-    """Sub-pixel peaks ``(n, 2)`` (row, col in px) of ``|wave - 1|``.
-
-    ``min_distance`` in A, ``threshold`` relative to the maximum. Uses
-    ``napari_exitwave.peaks.find_peaks`` when available.
-    """
-    image = np.abs(np.asarray(wave) - 1)
-    finder, _ = _peak_finder()
-    if finder is not None:
-        return np.asarray(finder(image, sampling=sampling, min_distance=min_distance,
-                                 threshold=threshold, refine=True), dtype=float).reshape(-1, 2)
-    return _local_find_peaks(image, sampling, min_distance, threshold)
+PEAK_FINDER = "napari_exitwave.peaks.find_wave_peaks"
+"""The peak finder of :func:`peak_position_error` (recorded in evaluation reports)."""
 
 
 def peak_position_error(pred, true_columns_A, sampling: float, *, min_distance: float = 1.0,

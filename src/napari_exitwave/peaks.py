@@ -17,6 +17,10 @@ atomic column is a bright blob::
     0.3
 
 Units: positions in pixels ``(row, col)`` = ``(y, x)``; ``sampling`` in A/px; ``min_distance`` in A.
+
+:func:`find_wave_peaks` (``find_peaks`` of ``|psi - 1|``) is the one peak finder of the package:
+the widget (:mod:`napari_exitwave._layers`), the CLI, live and batch results and the metrics of
+the training package (:func:`napari_exitwave.metrics.peak_position_error`) all call it.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["find_peaks", "refine_peaks", "peak_table", "write_peaks_csv", "read_peaks_csv",
-           "PEAK_COLUMNS"]
+__all__ = ["find_peaks", "find_wave_peaks", "refine_peaks", "peak_table", "write_peaks_csv",
+           "read_peaks_csv", "PEAK_COLUMNS"]
 
 PEAK_COLUMNS = ("y", "x", "y_A", "x_A", "real", "imag", "amplitude", "phase")
 """Columns of :func:`peak_table`, in the order they are written to CSV."""
@@ -100,6 +104,21 @@ def find_peaks(
     if not refine:
         return coords.astype(np.float64)
     return refine_peaks(img, coords)
+
+
+def find_wave_peaks(exit_wave: np.ndarray, sampling: float = 1.0, min_distance: float = 1.0,
+                    threshold: float = 0.1, refine: bool = True) -> np.ndarray:
+    """Atomic columns of an exit wave: :func:`find_peaks` of ``|exit_wave - 1|``.
+
+    Parameters are those of :func:`find_peaks` (``sampling`` A/px, ``min_distance`` A,
+    ``threshold`` a fraction of the highest peak); ``exit_wave`` is complex (ny, nx), vacuum
+    ``1 + 0j``. Returns the sub-pixel ``(row, col)`` (n, 2) in pixels, highest first.
+    """
+    wave = np.asarray(exit_wave)
+    if wave.ndim != 2:
+        raise ValueError(f"exit_wave must be 2-D (ny, nx), got shape {wave.shape}")
+    return find_peaks(np.abs(wave - 1), sampling=sampling, min_distance=min_distance,
+                      threshold=threshold, refine=refine)
 
 
 # Design matrix of z = a + b y + c x + d y^2 + e x y + f x^2 on a 3x3 grid.

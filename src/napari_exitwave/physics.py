@@ -51,6 +51,8 @@ __all__ = [
     "apply_ctf",
     "fourier_resample",
     "resample",
+    "gaussian_transfer",
+    "mtf_transfer",
     "gaussian_blur",
     "apply_dose",
     "apply_mtf",
@@ -277,12 +279,64 @@ def resample(image: np.ndarray, sampling: float, new_sampling: float, order: int
     return ndimage.zoom(image, zoom, order=order, mode="nearest")
 
 
+def gaussian_transfer(shape: Sequence[int], sampling: float, sigma: float,
+                      half: bool = False) -> np.ndarray:
+    """Transfer function of a Gaussian blur, ``exp(-2 pi^2 sigma^2 k^2)``, on an FFT grid.
+
+    Parameters
+    ----------
+    shape : (..., ny, nx)
+        Grid shape; only the last two axes count.
+    sampling : float
+        Pixel size in A/px.
+    sigma : float
+        Standard deviation of the blur in A (``sigma = 0`` gives ones).
+    half : bool
+        The ``rfft2`` half grid ``(ny, nx // 2 + 1)`` instead (for real images).
+
+    Returns
+    -------
+    float64 array (ny, nx), 1 at ``k = 0``, even in ``k``.
+
+    Examples
+    --------
+    >>> float(gaussian_transfer((4, 4), 0.1, 0.0).min())
+    1.0
+    """
+    if not (np.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"sigma must be >= 0 (A, standard deviation), got {sigma}")
+    ky, kx = spatial_frequencies(shape, sampling)
+    if half:
+        kx = np.fft.rfftfreq(shape[-1], d=sampling)[None, :]
+    return np.exp(-2 * np.pi**2 * sigma**2 * (kx**2 + ky**2))
+
+
+def mtf_transfer(shape: Sequence[int], c1: float, c2: float, c3: float,
+                 half: bool = False) -> np.ndarray:
+    """The detector MTF (:func:`mtf`) on an FFT grid (unshifted), frequencies in units of Nyquist.
+
+    A detector property, so it needs no pixel size: ``q = 2 * sqrt(fy^2 + fx^2)`` with ``f`` in
+    cycles per pixel (Nyquist is 0.5 cycles/px). Returns a float64 array (ny, nx), 1 at ``q = 0``
+    (``half=True``: the ``rfft2`` half grid ``(ny, nx // 2 + 1)``).
+
+    Examples
+    --------
+    >>> float(mtf_transfer((8, 8), 0.2, 0.15, 1.0)[0, 0])
+    1.0
+    """
+    ny, nx = shape[-2:]
+    qy = np.fft.fftfreq(ny)[:, None] * 2  # cycles/px -> units of Nyquist (0.5 cycles/px)
+    qx = (np.fft.rfftfreq(nx) if half else np.fft.fftfreq(nx))[None, :] * 2
+    return mtf(np.sqrt(qx**2 + qy**2), c1, c2, c3)
+
+
 def gaussian_blur(image: np.ndarray, sampling: float, sigma: float) -> np.ndarray:
-    """Gaussian blur of standard deviation ``sigma`` A, applied in Fourier space (periodic)."""
+    """Gaussian blur of standard deviation ``sigma`` A, applied in Fourier space (periodic).
+
+    The kernel is :func:`gaussian_transfer`."""
     if sigma <= 0:
         return np.asarray(image)
-    ky, kx = spatial_frequencies(np.shape(image), sampling)
-    g = np.exp(-2 * np.pi**2 * sigma**2 * (kx**2 + ky**2))
+    g = gaussian_transfer(np.shape(image), sampling, sigma)
     out = np.fft.ifft2(np.fft.fft2(image) * g)
     return out if np.iscomplexobj(image) else out.real
 
@@ -305,11 +359,11 @@ def apply_dose(intensity: np.ndarray, sampling: float, dose: float,
 
 
 def apply_mtf(image: np.ndarray, c1: float, c2: float, c3: float) -> np.ndarray:
-    """Apply the detector MTF (frequencies in units of the grid's Nyquist frequency)."""
+    """Apply the detector MTF (frequencies in units of the grid's Nyquist frequency).
+
+    The kernel is :func:`mtf_transfer` (on the half spectrum of the real image)."""
     ny, nx = np.shape(image)[-2:]
-    qy = np.fft.fftfreq(ny)[:, None] * 2  # cycles/px -> units of Nyquist (0.5 cycles/px)
-    qx = np.fft.rfftfreq(nx)[None, :] * 2  # real image: half spectrum
-    m = mtf(np.sqrt(qx**2 + qy**2), c1, c2, c3)
+    m = mtf_transfer((ny, nx), c1, c2, c3, half=True)
     return np.fft.irfft2(np.fft.rfft2(image) * m, s=(ny, nx))
 
 
@@ -370,9 +424,7 @@ def _image_from_spectrum(wave_ft: np.ndarray, sampling: float, p: MicroscopePara
     spec = _rfft_crop(np.fft.rfft2(intensity), (my, mx))
     sigma = p.blur_sigma(actual)
     if sigma > 0:
-        ky = np.fft.fftfreq(my, d=actual)[:, None]
-        kx = np.fft.rfftfreq(mx, d=actual)[None, :]
-        spec = spec * np.exp(-2 * np.pi**2 * sigma**2 * (kx**2 + ky**2))
+        spec = spec * gaussian_transfer((my, mx), actual, sigma, half=True)
     image = np.fft.irfft2(spec, s=(my, mx)) * (my * mx / (4 * ny * nx))
     image = apply_dose(image, actual, p.dose, rng)
     if p.mtf_c1 != 1.0:

@@ -7,9 +7,14 @@ Network path (``method="network"``)::
     -> ONNX inference (padded / tiled) -> exit wave at the network's pixel size
 
 Traditional path (``method="gs"`` or ``"wiener"``): align, then
-:func:`napari_exitwave.traditional.reconstruct` at the series' own pixel size, which needs the
-defocus of every image (A, abTEM convention ``defocus = -C10``) and, optionally, Cs and the focal
-spread.
+:func:`napari_exitwave.traditional.iter_reconstruct` at the series' own pixel size, which needs
+the defocus of every image (A, abTEM convention ``defocus = -C10``) and, optionally, Cs and the
+focal spread.
+
+Two forms of the one pipeline: :func:`iter_reconstruct`, a generator that yields progress
+``(fraction, message)`` and returns the :class:`Reconstruction` (what the widget runs in a napari
+``thread_worker``: ``worker.quit()`` stops it at the next item), and :func:`reconstruct_series`,
+the blocking call on top of it (CLI, live, batch).
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings as _warnings
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
 
 from . import physics
-from .errors import ExitWaveError, ReconstructionCancelled, SeriesMismatchError
+from ._progress import drive, rescaled
+from .errors import ExitWaveError, SeriesMismatchError
 
-__all__ = ["Reconstruction", "reconstruct_series", "resample_series", "METHODS"]
+__all__ = ["Reconstruction", "iter_reconstruct", "reconstruct_series", "resample_series",
+           "METHODS"]
 
 METHODS = ("network", "gs", "wiener")
 
@@ -103,28 +110,6 @@ def resample_series(images: np.ndarray, sampling: float, new_sampling: float, or
     return out
 
 
-class _Progress:
-    """Maps stage-local fractions to the overall [0, 1] and checks for cancellation."""
-
-    def __init__(self, progress, cancel):
-        self.progress = progress
-        self.cancel = cancel
-        self.lo, self.hi = 0.0, 1.0
-
-    def stage(self, lo: float, hi: float, message: str):
-        self.check()
-        self.lo, self.hi = lo, hi
-        self(0.0, message)
-
-    def __call__(self, fraction: float, message: str):
-        if self.progress is not None:
-            self.progress(self.lo + (self.hi - self.lo) * float(fraction), message)
-
-    def check(self):
-        if self.cancel is not None and self.cancel():
-            raise ReconstructionCancelled("reconstruction cancelled")
-
-
 def _as_series(series):
     from .io import FocalSeries
 
@@ -135,64 +120,40 @@ def _as_series(series):
     raise TypeError(f"series must be a FocalSeries or an (n, ny, nx) array, got {type(series)}")
 
 
-def reconstruct_series(series, model=None, *, method: str = "network", align: bool = True,
-                       defocus: Sequence[float] | None = None, Cs: float | None = None,
-                       focal_spread: float | None = None,
-                       progress: Callable[[float, str], None] | None = None,
-                       cancel: Callable[[], bool] | None = None,
-                       sampling: float | None = None, tile: int | str = "auto", overlap: int = 64,
-                       providers="auto", strict: bool = False, energy: float | None = None,
-                       **traditional_kwargs) -> Reconstruction:
-    """Reconstruct the exit wave of a focal series.
+def iter_reconstruct(series, model=None, *, method: str = "network", align: bool = True,
+                     defocus: Sequence[float] | None = None, Cs: float | None = None,
+                     focal_spread: float | None = None, sampling: float | None = None,
+                     tile: int | str = "auto", overlap: int = 64, providers="auto",
+                     strict: bool = False, energy: float | None = None,
+                     cancel: Callable[[], bool] | None = None, **traditional_kwargs
+                     ) -> Generator[tuple[float, str], None, Reconstruction]:
+    """:func:`reconstruct_series` as a generator: yields ``(fraction, message)``, returns the
+    :class:`Reconstruction` (``StopIteration.value``; ``rec = yield from iter_reconstruct(...)``).
 
-    Parameters
-    ----------
-    series : FocalSeries or array (n, ny, nx)
-    model : str, Path, ModelCard or OnnxReconstructor
-        The network (name, card/ONNX path, card, or a ready session). Needed for
-        ``method="network"``; for ``"gs"``/``"wiener"`` only its energy is used, if given.
-    method : {"network", "gs", "wiener"}
-    align : bool
-        Align the images on the middle one first.
-    defocus : list of float, optional
-        Defocus of each image in A (abTEM: ``defocus = -C10``, positive = underfocus);
-        overrides the file's. Required by ``gs``/``wiener``; checked against the network's
-        defocus step otherwise.
-    Cs, focal_spread : float, optional
-        Spherical aberration (A; 1 um = 1e4 A) and focal spread (A) for ``gs``/``wiener``
-        (default 0).
-    progress : callable(fraction, message), optional
-    cancel : callable() -> bool, optional
-        Polled between stages and tiles; True raises :class:`ReconstructionCancelled`.
-    sampling : float, optional
-        Pixel size of the series in A/px, overriding the file's calibration.
-    tile, overlap : int or "auto", int
-        Tiling of the network inference (px at the network's pixel size); the default
-        ``tile="auto"`` runs frames up to 1024 px in one pass and larger ones in 512 px tiles.
-    providers : "auto", "cpu", "cuda" or list
-        ONNX Runtime providers (see :class:`~napari_exitwave.inference.OnnxReconstructor`).
-    strict : bool
-        Turn the "pixel size more than 2x off / unknown" warnings into errors (the CLI does).
-    energy : float, optional
-        eV for ``gs``/``wiener`` (default: the model card's, the file's, else 50 keV).
+    It yields at the start of every stage (loading, aligning, resampling, normalising,
+    inference or the traditional reconstruction), after every Gerchberg-Saxton iteration, and
+    ``(1.0, "done")`` last. Nothing runs between two items: a consumer that stops asking (a
+    napari ``thread_worker`` after ``worker.quit()``) stops the reconstruction at the next
+    item. ``cancel`` (optional) is also polled inside a stage, between inference tiles.
+    The parameters are those of :func:`reconstruct_series`.
 
-    Returns
-    -------
-    Reconstruction
+    Examples
+    --------
+    >>> gen = iter_reconstruct(series, "mos2")                         # doctest: +SKIP
+    >>> for fraction, message in gen: ...                              # doctest: +SKIP
     """
     t_start = time.perf_counter()
     series = _as_series(series)
     method = str(method).lower()
     if method not in METHODS:
         raise ExitWaveError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    prog = _Progress(progress, cancel)
-    timings: dict[str, float] = {}
-    warnings: list[str] = []
     d = list(defocus) if defocus is not None else series.defocus
     if d is not None and len(d) != series.n_images:
         raise SeriesMismatchError(f"{len(d)} defocus values were given for "
                                   f"{series.n_images} images")
     s_in = float(sampling) if sampling is not None else series.sampling
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
     meta: dict[str, Any] = {"source": series.source, "input_sampling": s_in,
                             "input_shape": list(series.images.shape),
                             "defocus": d, "aligned": bool(align)}
@@ -205,7 +166,7 @@ def reconstruct_series(series, model=None, *, method: str = "network", align: bo
         from .inference import get_reconstructor
         from .validate import validate_series
 
-        prog.stage(0.0, 0.02, "loading the network")
+        yield 0.0, "loading the network"
         t = time.perf_counter()
         rec = get_reconstructor(model, providers=providers)
         card = rec.card
@@ -233,87 +194,152 @@ def reconstruct_series(series, model=None, *, method: str = "network", align: bo
         d = [d[i] for i in order]
         meta["defocus"] = d
 
-    # 1. align
     shifts = np.zeros((series.n_images, 2))
     if align and series.n_images > 1:
-        from .align import AlignmentWarning, align_series
-
-        prog.stage(0.02, 0.12, "aligning")
-        t = time.perf_counter()
-        with _warnings.catch_warnings(record=True) as caught:
-            _warnings.simplefilter("always", AlignmentWarning)
-            images, shifts = align_series(images, progress=prog)
-        warnings += [str(w.message) for w in caught if issubclass(w.category, AlignmentWarning)]
-        timings["align"] = time.perf_counter() - t
-        big = np.abs(shifts).max()
-        if big > 0.1 * min(series.shape):
-            pct = 100 * big / min(series.shape)
-            warnings.append(f"the images drift by up to {big:.0f} px ({pct:.0f}% of the "
-                            "frame): check the alignment")
+        yield 0.02, "aligning"
+        images, shifts = _align(images, warnings, timings)
 
     if method == "network":
-        # 2. resample to the network's pixel size
-        prog.stage(0.12, 0.16, "resampling")
-        t = time.perf_counter()
-        out_sampling = card.sampling
-        if card.sampling and s_in:
-            images = resample_series(images, s_in, card.sampling)
-        elif card.sampling is None:
-            out_sampling = s_in
-            warnings.append(f"model {card.name!r} has no pixel size in its card; the images are "
-                            "used at their own pixel size")
-        timings["resample"] = time.perf_counter() - t
-        # 3. normalise
-        prog.stage(0.16, 0.2, "normalising")
-        t = time.perf_counter()
-        normalised = physics.normalize_series(images)
-        timings["normalize"] = time.perf_counter() - t
-        # 4. infer
-        prog.stage(0.2, 1.0, f"inference on {rec.device}")
-        t = time.perf_counter()
-        wave = rec.predict(normalised, tile=tile, overlap=overlap, progress=prog, cancel=cancel)
-        timings["inference"] = time.perf_counter() - t
-        device = rec.device
+        wave, out_sampling = yield from _network(rec, images, s_in, warnings, timings, tile,
+                                                 overlap, cancel)
+        device, model_name = rec.device, card.name
         meta.update({"providers": list(rec.providers), "network_sampling": card.sampling,
                      "model_sha256": card.sha256})
-        model_name = card.name
     else:
-        if d is None:
-            raise SeriesMismatchError(
-                f"method {method!r} needs the defocus of every image (A, abTEM convention "
-                "defocus = -C10): the file holds none, give them (e.g. --defocus -50 0 50)")
-        if s_in is None:
-            raise SeriesMismatchError(
-                f"method {method!r} needs the pixel size of the series: the file holds none, "
-                "give it (e.g. --sampling 0.105)")
-        try:
-            from . import traditional
-        except ImportError as e:  # pragma: no cover - until the module lands
-            raise ExitWaveError(f"the traditional reconstruction is not available: {e}") from e
         if energy is None:
             energy = (card.energy if card is not None else
                       series.metadata.get("energy") or physics.DEFAULT_ENERGY)
-        prog.stage(0.12, 1.0, f"{method} reconstruction")
-        t = time.perf_counter()
-        wave = traditional.reconstruct(images, s_in, d, method=method,
-                                       Cs=0.0 if Cs is None else float(Cs),
-                                       focal_spread=0.0 if focal_spread is None
-                                       else float(focal_spread),
-                                       energy=float(energy), progress=prog, cancel=cancel,
-                                       **traditional_kwargs)
-        timings["reconstruct"] = time.perf_counter() - t
-        out_sampling = s_in
-        device = "CPU"
-        dev = getattr(traditional, "last_device", None)
-        if isinstance(dev, str):
-            device = dev
-        model_name = None
-        meta.update({"Cs": Cs, "focal_spread": focal_spread, "energy": energy})
-    prog.check()
+        res = yield from _traditional(method, images, s_in, d, Cs, focal_spread, float(energy),
+                                      timings, cancel, traditional_kwargs)
+        wave, out_sampling, device, model_name = res.exit_wave, s_in, res.device, None
+        meta.update({"Cs": Cs, "focal_spread": focal_spread, "energy": energy,
+                     "wiener_eps": res.wiener_eps})
     timings["total"] = time.perf_counter() - t_start
-    if progress is not None:
-        progress(1.0, "done")
+    yield 1.0, "done"
     return Reconstruction(exit_wave=np.asarray(wave).astype(np.complex64, copy=False),
                           sampling=out_sampling, method=method, model_name=model_name,
                           device=device, timings=timings, warnings=warnings, shifts=shifts,
                           metadata=meta)
+
+
+def _align(images, warnings: list, timings: dict):
+    from .align import AlignmentWarning, align_series
+
+    t = time.perf_counter()
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always", AlignmentWarning)
+        images, shifts = align_series(images)
+    warnings += [str(w.message) for w in caught if issubclass(w.category, AlignmentWarning)]
+    timings["align"] = time.perf_counter() - t
+    big = np.abs(shifts).max()
+    side = min(images.shape[-2:])
+    if big > 0.1 * side:
+        warnings.append(f"the images drift by up to {big:.0f} px ({100 * big / side:.0f}% of "
+                        "the frame): check the alignment")
+    return images, shifts
+
+
+def _network(rec, images, s_in, warnings: list, timings: dict, tile, overlap, cancel):
+    """Resample to the network's pixel size, normalise, infer; yields progress, returns
+    ``(exit wave, sampling)``."""
+    card = rec.card
+    yield 0.12, "resampling"
+    t = time.perf_counter()
+    out_sampling = card.sampling
+    if card.sampling and s_in:
+        images = resample_series(images, s_in, card.sampling)
+    elif card.sampling is None:
+        out_sampling = s_in
+        warnings.append(f"model {card.name!r} has no pixel size in its card; the images are "
+                        "used at their own pixel size")
+    timings["resample"] = time.perf_counter() - t
+    yield 0.16, "normalising"
+    t = time.perf_counter()
+    normalised = physics.normalize_series(images)
+    timings["normalize"] = time.perf_counter() - t
+    yield 0.2, f"inference on {rec.device}"
+    t = time.perf_counter()
+    wave = rec.predict(normalised, tile=tile, overlap=overlap, cancel=cancel)
+    timings["inference"] = time.perf_counter() - t
+    return wave, out_sampling
+
+
+def _traditional(method, images, s_in, d, Cs, focal_spread, energy, timings: dict, cancel,
+                 kwargs):
+    """:func:`napari_exitwave.traditional.iter_reconstruct` at the series' own pixel size."""
+    from . import traditional
+
+    if d is None:
+        raise SeriesMismatchError(
+            f"method {method!r} needs the defocus of every image (A, abTEM convention "
+            "defocus = -C10): the file holds none, give them (e.g. --defocus -50 0 50)")
+    if s_in is None:
+        raise SeriesMismatchError(
+            f"method {method!r} needs the pixel size of the series: the file holds none, "
+            "give it (e.g. --sampling 0.105)")
+    yield 0.12, f"{method} reconstruction"
+    t = time.perf_counter()
+    gen = traditional.iter_reconstruct(images, s_in, d, method=method,
+                                       Cs=0.0 if Cs is None else float(Cs),
+                                       focal_spread=0.0 if focal_spread is None
+                                       else float(focal_spread), energy=energy, **kwargs)
+    res = yield from rescaled(gen, 0.12, 1.0, cancel)
+    timings["reconstruct"] = time.perf_counter() - t
+    return res
+
+
+def reconstruct_series(series, model=None, *, method: str = "network", align: bool = True,
+                       defocus: Sequence[float] | None = None, Cs: float | None = None,
+                       focal_spread: float | None = None,
+                       progress: Callable[[float, str], None] | None = None,
+                       cancel: Callable[[], bool] | None = None,
+                       sampling: float | None = None, tile: int | str = "auto", overlap: int = 64,
+                       providers="auto", strict: bool = False, energy: float | None = None,
+                       **traditional_kwargs) -> Reconstruction:
+    """Reconstruct the exit wave of a focal series (the blocking form of :func:`iter_reconstruct`).
+
+    Parameters
+    ----------
+    series : FocalSeries or array (n, ny, nx)
+    model : str, Path, ModelCard or OnnxReconstructor
+        The network (name, card/ONNX path, card, or a ready session). Needed for
+        ``method="network"``; for ``"gs"``/``"wiener"`` only its energy is used, if given.
+    method : {"network", "gs", "wiener"}
+    align : bool
+        Align the images on the middle one first.
+    defocus : list of float, optional
+        Defocus of each image in A (abTEM: ``defocus = -C10``, positive = underfocus);
+        overrides the file's. Required by ``gs``/``wiener``; checked against the network's
+        defocus step otherwise.
+    Cs, focal_spread : float, optional
+        Spherical aberration (A; 1 um = 1e4 A) and focal spread (A) for ``gs``/``wiener``
+        (default 0).
+    progress : callable(fraction, message), optional
+        Called with every item :func:`iter_reconstruct` yields.
+    cancel : callable() -> bool, optional
+        Polled between stages, iterations and tiles; True raises
+        :class:`~napari_exitwave.errors.ReconstructionCancelled`.
+    sampling : float, optional
+        Pixel size of the series in A/px, overriding the file's calibration.
+    tile, overlap : int or "auto", int
+        Tiling of the network inference (px at the network's pixel size); the default
+        ``tile="auto"`` runs frames up to 1024 px in one pass and larger ones in 512 px tiles.
+    providers : "auto", "cpu", "cuda" or list
+        ONNX Runtime providers (see :class:`~napari_exitwave.inference.OnnxReconstructor`).
+    strict : bool
+        Turn the "pixel size more than 2x off / unknown" warnings into errors (the CLI does).
+    energy : float, optional
+        eV for ``gs``/``wiener`` (default: the model card's, the file's, else 50 keV).
+    **traditional_kwargs
+        For ``gs``/``wiener``: :func:`napari_exitwave.traditional.reconstruct`'s ``n_iter``,
+        ``wiener_eps``, ``blur`` (A), ``mtf``...
+
+    Returns
+    -------
+    Reconstruction
+    """
+    gen = iter_reconstruct(series, model, method=method, align=align, defocus=defocus, Cs=Cs,
+                           focal_spread=focal_spread, sampling=sampling, tile=tile,
+                           overlap=overlap, providers=providers, strict=strict, energy=energy,
+                           cancel=cancel, **traditional_kwargs)
+    return drive(gen, progress, cancel)

