@@ -42,6 +42,7 @@ recipe() {
     mos2-graphene-022)  # the paper's experimental pixel size; a 28 A field like the others
         TAG=mosg22; SIM="--dataset mos2-graphene --sampling 0.22 --size 128"; NT=${N_TRAIN:-500}
         NV=${N_VAL:-120}; SEED=0; CROP=0; MIN=${TRAIN_MINUTES:-20}
+        EXTRA="--sampling-jitter 0.215 0.235"  # the paper's pixel-size range around 0.22
         DESC="MoS2 nanoflakes on graphene at 0.22 A/px (the paper's experimental case), 50 keV, 3 images" ;;
     *) echo "unknown network '$1' (mos2, mos2-graphene-a, mos2-graphene-b, 2d, mos2-graphene-022, all)" >&2
        exit 2 ;;
@@ -51,6 +52,7 @@ recipe() {
 train_one() {
     local name=$1 start
     start=$(date +%s)
+    EXTRA=""
     recipe "$name"
     local split_train="" split_val=""
     if [ "$TAG" = 2d ]; then split_train="--split train"; split_val="--split validation"; fi
@@ -64,9 +66,11 @@ train_one() {
         --out "data/$TAG-val.zarr" --no-progress
     echo ">> [$name] training ($PRESET, seed $SEED, at most $MIN min)"
     set +e
+    # shellcheck disable=SC2086
     "$T" train --train "data/$TAG-train.zarr" --val "data/$TAG-val.zarr" --out "data/runs/$name" \
         --preset "$PRESET" --epochs 500 --batch-size 8 --crop "$CROP" --optimizer adam --lr 1e-3 \
-        --workers "$WORKERS" --val-samples 24 --seed "$SEED" --max-minutes "$MIN" --quiet
+        --drift 1 $EXTRA --workers "$WORKERS" --val-samples 24 --seed "$SEED" --max-minutes "$MIN" \
+        --snapshot-every 4 --quiet
     local rc=$?
     set -e
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 75 ]; then exit "$rc"; fi
@@ -74,6 +78,8 @@ train_one() {
     "$T" export "data/runs/$name" --name "$name" --out "$MODELS_DIR" --which best \
         --description "$DESC; $CPU_NOTE (scripts/train_models.sh $name)" \
         --evaluate "data/$TAG-val.zarr"
+    # the checkpoint a later session resumes from (train --init-from models/checkpoints/NAME.keras)
+    "$T" ship "data/runs/$name" --name "$name" --out "$MODELS_DIR/checkpoints"
     echo ">> [$name] done in $(( $(date +%s) - start )) s"
 }
 
