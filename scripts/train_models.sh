@@ -54,6 +54,10 @@ train_one() {
     start=$(date +%s)
     EXTRA=""
     recipe "$name"
+    # continue the shipped checkpoint when the run folder is not here (a fresh machine)
+    if [ -f "$MODELS_DIR/checkpoints/$name.keras" ]; then
+        EXTRA="$EXTRA --init-from $MODELS_DIR/checkpoints/$name.keras"
+    fi
     local split_train="" split_val=""
     if [ "$TAG" = 2d ]; then split_train="--split train"; split_val="--split validation"; fi
     mkdir -p data "$MODELS_DIR"
