@@ -63,7 +63,7 @@ def backoff(settle: float, failures: int) -> float:
 
 
 def tiff_pages(path: str | os.PathLike) -> int:
-    """Number of pages of a TIFF whose every page is complete; raise if any is not.
+    """Number of images in a TIFF whose every page is complete; raise if any is not.
 
     Reads the page headers only (tifffile), not the pixels.
 
@@ -79,12 +79,15 @@ def tiff_pages(path: str | os.PathLike) -> int:
     with tifffile.TiffFile(os.fspath(path)) as tif:
         pages = tif.pages
         pages.useframes = True
-        n = len(pages)
+        n = 0  # images present: pages, times planes per page (planar samples, depth)
         for page in pages:
             ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts)]
             if ends and max(ends) > size:
                 raise IncompleteFileError(f"{Path(path).name}: page data past the end of the "
                                           f"file ({max(ends)} > {size} bytes): still written?")
+            key = page.keyframe  # a TiffFrame shares the tags of its key page
+            planes = key.samplesperpixel if key.planarconfig == 2 else 1
+            n += planes * max(1, int(key.imagedepth or 1))
         declared = None
         if tif.is_imagej and tif.imagej_metadata:
             ij = tif.imagej_metadata
