@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from datetime import datetime, timezone
@@ -42,6 +43,7 @@ from .errors import ExitWaveError
 from .io import json_default
 
 __all__ = ["write_result", "output_names", "existing_outputs", "check_output_folder",
+           "remove_temporaries",
            "atomic_write_text", "set_fault_hook", "OutputError", "OutputExistsError"]
 
 _fault_hook: Callable[[str], None] | None = None
@@ -219,7 +221,11 @@ def write_result(rec: Any, out: str | os.PathLike, stem: str, *, peaks: bool = T
         for kind, name in names.items():
             if _fault_hook is not None:
                 _fault_hook(name)
-            temps[kind] = _write_one(kind, out, name, wave, sampling, meta, table, stem)
+            if kind == "zarr":
+                temps[kind] = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out))
+            else:
+                temps[kind] = _tmp_file(out, name)
+            _write_one(kind, temps[kind], wave, sampling, meta, table, stem)
         for kind, name in names.items():  # the JSON last: it marks the result complete
             _commit(temps.pop(kind), out / name)
     except BaseException as exc:
@@ -233,14 +239,11 @@ def write_result(rec: Any, out: str | os.PathLike, stem: str, *, peaks: bool = T
     return {kind: str(out / name) for kind, name in names.items()}
 
 
-def _write_one(kind, out, name, wave, sampling, meta, table, stem) -> Path:
+def _write_one(kind, tmp, wave, sampling, meta, table, stem) -> None:
     from . import io
 
     if kind == "zarr":
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out))
         io.write_exit_wave_zarr(tmp, wave, sampling, meta)
-        return tmp
-    tmp = _tmp_file(out, name)
     if kind == "tiff":
         io.write_exit_wave_tiff(tmp, wave, sampling, meta)
     elif kind == "npy":
@@ -256,12 +259,32 @@ def _write_one(kind, out, name, wave, sampling, meta, table, stem) -> Path:
         how = str(meta.get("method")) + (f", {meta['model']}" if meta.get("model") else "")
         save_argand_png(table["real"] + 1j * table["imag"], tmp,
                         title=f"{stem}: {len(table['real'])} columns ({how})")
-    else:
+    elif kind == "json":
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(json.dumps(meta, indent=2, default=json_default) + "\n")
             f.flush()
             os.fsync(f.fileno())
-    return tmp
+
+
+_TEMP_NAME = re.compile(r"^\..+\.(old\.)?[A-Za-z0-9_]{8}(\.tmp(\.\w+)?)?$")
+
+
+def remove_temporaries(out: str | os.PathLike) -> list[str]:
+    """Remove the temporaries a killed writer left in ``out``; return their names.
+
+    Only names this module makes (``.<name>.<8 random characters>.tmp[.<suffix>]`` and the
+    ``.<name>.old.<random>`` folders); call it only when no other writer works in ``out``.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(out))
+    except OSError:
+        return removed
+    for e in entries:
+        if _TEMP_NAME.match(e.name) and (".tmp" in e.name or ".old." in e.name):
+            _remove(Path(e.path))
+            removed.append(e.name)
+    return removed
 
 
 def _commit(tmp: Path, target: Path) -> None:

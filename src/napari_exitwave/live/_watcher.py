@@ -17,7 +17,7 @@ import numpy as np
 from psygnal import Signal
 
 from ..io import SERIES_EXTENSIONS
-from ..results import OutputError, write_result
+from ..results import OutputError, remove_temporaries, write_result
 from ._files import (TEMP_SUFFIXES, FileState, IncompleteFileError, backoff, check_complete,
                      tiff_pages)
 from ._grouping import (Grouping, Item, group_by_count, group_by_defocus, group_by_pattern,
@@ -168,6 +168,9 @@ class FolderWatcher:
         self._unwritten: dict[str, Any] = {}      # series id -> reconstruction not yet on disk
         self._write_failures = 0
         self._write_retry_at = 0.0
+        left = remove_temporaries(self.out)  # of a watcher killed while writing
+        if left:
+            log.info("live watcher: removed %d temporaries of an earlier run", len(left))
         self._ledger = Ledger(self.out, self.folder, self.grouping.to_dict())
         series = self._ledger.series.values()
         self.n_done = sum(1 for s in series if s["status"] == "done")
@@ -490,7 +493,8 @@ class FolderWatcher:
         self._write_retry_at = time.monotonic() + wait
         with self._lock:
             self._queue.appendleft((sid, items))
-        msg = f"cannot write {sid} into {self.out} ({exc}); kept, retried in {wait:.0f} s"
+        why = str(exc) if isinstance(exc, OutputError) else f"cannot write {sid}: {exc}"
+        msg = f"{why}; the result is kept and written again in {wait:.1f} s"
         self._report("output", sid, msg)
         self._emit(self.error, msg)
         return None
