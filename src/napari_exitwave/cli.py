@@ -27,9 +27,13 @@ EXIT_BAD_INPUT = 2
 EXIT_UNEXPECTED = 1
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, func, quiet: str | None = None) -> None:
+    """Options every subcommand has (``-q`` with ``quiet``'s help), and its function."""
+    if quiet:
+        parser.add_argument("-q", "--quiet", action="store_true", help=quiet)
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the full traceback on errors")
+    parser.set_defaults(func=func)
 
 
 def _progress_printer(quiet: bool):
@@ -138,9 +142,7 @@ def _add_reconstruct(subparsers) -> None:
     p.add_argument("--name", help="stem of the output files (default: the input's name)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier result of the same name (by default an error)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
-    _common(p)
-    p.set_defaults(func=_cmd_reconstruct)
+    _common(p, _cmd_reconstruct, "no progress messages")
 
 
 def _load_series(spec: str, sampling):
@@ -178,7 +180,6 @@ def _default_model(model):
 
 
 def _cmd_reconstruct(args) -> int:
-    _check_options(args)
     created = _check_out(args.out)
     try:
         return _reconstruct(args)
@@ -239,8 +240,7 @@ def _add_models(subparsers) -> None:
     p.add_argument("--dir", action="append", help="model folder(s) to list instead")
     p.add_argument("--verify", action="store_true", help="check each ONNX file's sha256")
     p.add_argument("--json", action="store_true", help="print the cards as JSON")
-    _common(p)
-    p.set_defaults(func=_cmd_models)
+    _common(p, _cmd_models)
 
 
 def _cmd_models(args) -> int:
@@ -325,9 +325,7 @@ def _add_watch(subparsers) -> None:
     p.add_argument("--poll", type=float, default=1.0, metavar="S", help="poll interval (1 s)")
     p.add_argument("--idle-exit", type=float, default=None, metavar="S",
                    help="stop once nothing arrived for S s and nothing is pending")
-    p.add_argument("-q", "--quiet", action="store_true", help="no per-series messages")
-    _common(p)
-    p.set_defaults(func=_cmd_watch)
+    _common(p, _cmd_watch, "no per-series messages")
 
 
 def _cmd_watch(args) -> int:
@@ -335,7 +333,6 @@ def _cmd_watch(args) -> int:
 
     from .live import FolderWatcher, Grouping
 
-    _check_options(args)
     _check_out(args.out)
     fn = _model_fn(args)
     n = args.n_images
@@ -393,15 +390,12 @@ def _add_batch(subparsers) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS", help="address of a running Dask scheduler")
     p.add_argument("--backend", choices=("auto", "serial", "processes", "dask"), default="auto",
                    help="auto: dask with --scheduler, processes with --workers > 1, else serial")
-    p.add_argument("-q", "--quiet", action="store_true", help="no per-series messages")
-    _common(p)
-    p.set_defaults(func=_cmd_batch)
+    _common(p, _cmd_batch, "no per-series messages")
 
 
 def _cmd_batch(args) -> int:
     from .batch import run_batch, summary_table
 
-    _check_options(args)
     _check_out(args.out)
 
     def progress(r, k, n):
@@ -445,6 +439,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     try:
+        _check_options(args)  # before anything is read or computed
         return int(args.func(args) or 0)
     except (ExitWaveError, FileNotFoundError) as e:
         if debug:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import logging
-import os
 import re
 import threading
 import time
@@ -18,8 +17,7 @@ from psygnal import Signal
 
 from ..io import SERIES_EXTENSIONS
 from ..results import OutputError, remove_temporaries, write_result
-from ._files import (TEMP_SUFFIXES, FileState, IncompleteFileError, backoff, check_complete,
-                     tiff_pages)
+from ._files import FileTracker, backoff
 from ._grouping import (Grouping, Item, group_by_count, group_by_defocus, group_by_pattern,
                         pattern_key, safe_name)
 from ._ledger import Ledger
@@ -160,7 +158,10 @@ class FolderWatcher:
         self._pattern = re.compile(self.grouping.pattern) if self.grouping.pattern else None
 
         self._lock = threading.RLock()
-        self._files: dict[str, FileState] = {}
+        self._tracker = FileTracker(self.folder, self.extensions, self.settle,
+                                    self.max_read_attempts, self.reader, self._report,
+                                    lambda n, m: self._emit(self.file_error, n, m))
+        self._files = self._tracker.files         # name -> FileState, until in the ledger
         self._arrived: list[Item] = []            # count/defocus: in order of arrival
         self._by_key: dict[str, list[Item]] = {}  # pattern mode
         self._last_arrival = time.monotonic()
@@ -172,19 +173,13 @@ class FolderWatcher:
         if left:
             log.info("live watcher: removed %d temporaries of an earlier run", len(left))
         self._ledger = Ledger(self.out, self.folder, self.grouping.to_dict())
+        self.ledger_path: Path = self._ledger.path
+        self.errors_path: Path = self._ledger.errors_path
         series = self._ledger.series.values()
         self.n_done = sum(1 for s in series if s["status"] == "done")
         self.n_failed = sum(1 for s in series if s["status"] != "done")
 
     # ------------------------------------------------------------------ state
-    @property
-    def ledger_path(self) -> Path:
-        return self._ledger.path
-
-    @property
-    def errors_path(self) -> Path:
-        return self._ledger.errors_path
-
     @property
     def finished_series(self) -> dict[str, dict]:
         """The ledger's series entries (id -> files, status, outputs, ...)."""
@@ -203,8 +198,7 @@ class FolderWatcher:
     @property
     def busy(self) -> bool:
         """True while files are being written / retried or series wait to be reconstructed."""
-        waiting = any(fs.item is None and fs.grouped is None for fs in self._files.values())
-        return bool(self._queue) or waiting or self._ledger.dirty
+        return bool(self._queue) or self._tracker.busy or self._ledger.dirty
 
     @property
     def output_blocked(self) -> bool:
@@ -221,26 +215,6 @@ class FolderWatcher:
         self._ledger.report(kind, name, message)
 
     # ------------------------------------------------------------------ polling
-    def _candidates(self) -> list[tuple[str, os.stat_result]]:
-        found = []
-        try:
-            it = os.scandir(self.folder)
-        except OSError as exc:  # share gone for a moment: try again next poll
-            log.warning("live watcher: cannot list %s: %s", self.folder, exc)
-            return []
-        with it:
-            for e in it:
-                name = e.name.lower()
-                if name.startswith(".") or name.endswith(TEMP_SUFFIXES) \
-                        or not name.endswith(self.extensions):
-                    continue
-                try:
-                    if e.is_file():
-                        found.append((e.name, e.stat()))
-                except OSError:
-                    continue
-        return found
-
     def scan(self) -> int:
         """One poll of the folder: read the files that became complete and group them.
 
@@ -248,64 +222,14 @@ class FolderWatcher:
         """
         with self._lock:
             self._ledger.flush()
-            now_wall, now = time.time(), time.monotonic()
-            ready, present = [], set()
-            for name, st in self._candidates():
-                present.add(name)
-                if name in self._ledger.files:
-                    continue  # consumed in this or an earlier run
-                fs = self._files.get(name)
-                if fs is None:
-                    self._files[name] = FileState(st.st_size, st.st_mtime_ns, st.st_mtime_ns)
-                elif fs.changed(st):
-                    self._changed(name, fs, st)
-                else:
-                    fs.stable += 1
-                    if fs.item is None and fs.grouped is None and st.st_size > 0 \
-                            and now_wall - st.st_mtime_ns / 1e9 >= self.settle \
-                            and now >= fs.next_try:
-                        ready.append((fs.first_mtime_ns, name, st))
-            for name in [n for n, fs in self._files.items()
-                         if n not in present and fs.item is None and fs.grouped is None]:
-                log.info("live watcher: %s vanished before it was complete; forgotten", name)
-                del self._files[name]
+            arrived, withdrawn = self._tracker.poll(self._ledger.files)
+            for item in withdrawn:
+                self._withdraw(item)
+            for item in arrived:
+                self._arrive(item)
             n_before = len(self._queue)
-            for _, name, st in sorted(ready):
-                self._read(name, st)
             self._group()
             return len(self._queue) - n_before
-
-    def _changed(self, name: str, fs: FileState, st: os.stat_result) -> None:
-        item = fs.item
-        if fs.grouped is not None:
-            if not fs.warned:
-                fs.warned = True
-                self._report("file", name, f"changed after it was used in {fs.grouped}; the "
-                             "new content is not used (give it a new name to reconstruct it)")
-        elif item is not None and not self._grown(name, item, st):
-            if not fs.warned:  # a file is used once: a rewrite would add an image twice
-                fs.warned = True
-                log.warning("live watcher: %s changed after it was read; the new content is "
-                            "ignored", name)
-            fs.size, fs.mtime_ns = st.st_size, st.st_mtime_ns
-            return
-        elif item is not None:  # more pages, or a corrupt file written again: read it again
-            log.info("live watcher: %s grew after it was read; reading it again", name)
-            self._withdraw(item)
-            fs.item = None
-        fs.update(st)
-
-    def _grown(self, name: str, item: Item, st: os.stat_result) -> bool:
-        if item.error is not None:
-            return True
-        if not name.lower().endswith((".tif", ".tiff")):
-            return False
-        try:
-            return tiff_pages(self.folder / name) > item.n_images
-        except IncompleteFileError:
-            return st.st_size > item.size
-        except Exception:  # noqa: BLE001 - unreadable for now: judged when it settles
-            return False
 
     def _withdraw(self, item: Item) -> None:
         if item in self._arrived:
@@ -313,44 +237,6 @@ class FolderWatcher:
         for items in self._by_key.values():
             if item in items:
                 items.remove(item)
-
-    def _read(self, name: str, st: os.stat_result) -> None:
-        fs = self._files[name]
-        path = self.folder / name
-        try:
-            check_complete(path)
-            series = self.reader(str(path))
-            images = np.asarray(series.images)
-            if images.ndim not in (2, 3) or images.size == 0:
-                raise ValueError(f"expected an image or a stack of images, got shape "
-                                 f"{images.shape}")
-            st2 = path.stat()
-            if fs.changed(st2):
-                fs.update(st2)
-                return  # it changed while we read it: not complete after all
-        except FileNotFoundError:
-            del self._files[name]
-            return
-        except Exception as exc:  # noqa: BLE001 - any failure means "not readable (yet)"
-            fs.failures += 1
-            fs.attempted = True
-            if fs.failures < self.max_read_attempts:
-                fs.next_try = time.monotonic() + backoff(self.settle, fs.failures)
-                log.info("live watcher: %s does not open yet (%s); retrying", name, exc)
-                return
-            msg = f"{type(exc).__name__}: {exc}"
-            self._report("file", name, f"could not be read after {fs.failures} attempts "
-                         f"while unchanged, skipped ({msg})")
-            self._emit(self.file_error, name, msg)
-            fs.item = Item(name, st.st_size, st.st_mtime_ns, (fs.first_mtime_ns, name),
-                           error=msg)
-            self._arrive(fs.item)
-            return
-        d = getattr(series, "defocus", None)
-        fs.item = Item(name, st.st_size, st.st_mtime_ns, (fs.first_mtime_ns, name),
-                       series=series, n_images=1 if images.ndim == 2 else images.shape[0],
-                       defocus=None if d is None else [float(v) for v in d])
-        self._arrive(fs.item)
 
     def _arrive(self, item: Item) -> None:
         self._last_arrival = time.monotonic()
@@ -388,8 +274,7 @@ class FolderWatcher:
         A file whose read failed (a stalled writer) and a stack whose page count is not yet
         known to be stable; count and defocus grouping never look past it.
         """
-        waiting = [(fs.first_mtime_ns, n) for n, fs in self._files.items()
-                   if fs.attempted and fs.item is None and fs.grouped is None]
+        waiting = self._tracker.waiting()
         waiting += [it.order for it in self._arrived if not self._groupable(it)]
         return min(waiting) if waiting else None
 
