@@ -19,12 +19,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
+from ._cli_checks import check_options
+
 EXIT_BAD_INPUT = 2
 EXIT_UNEXPECTED = 1
+
+
+def _subcommand(subparsers, name: str, func, help: str) -> argparse.ArgumentParser:
+    """A subcommand whose description is the docstring of its function."""
+    import inspect
+
+    return subparsers.add_parser(name, help=help, description=inspect.cleandoc(func.__doc__))
 
 
 def _common(parser: argparse.ArgumentParser, func, quiet: str | None = None) -> None:
@@ -50,47 +58,6 @@ def _progress_printer(quiet: bool):
     return progress
 
 
-def _check_options(args) -> None:
-    """Reject bad option values before anything is read or computed (ExitWaveError: exit 2)."""
-    from .errors import ExitWaveError
-
-    def need(name: str, ok: bool, what: str) -> None:
-        if not ok:
-            value = getattr(args, name.lstrip("-").replace("-", "_"))
-            raise ExitWaveError(f"{name} must be {what}, got {value}")
-
-    def finite(v) -> bool:
-        return v is not None and math.isfinite(v)
-
-    get = lambda name: getattr(args, name, None)  # noqa: E731
-    checks = [("--min-distance", "min_distance", lambda v: finite(v) and v >= 0,
-               "a finite distance >= 0 in A"),
-              ("--threshold", "threshold", lambda v: finite(v) and 0 <= v <= 1,
-               "a fraction of the maximum between 0 and 1"),
-              ("--sampling", "sampling", lambda v: finite(v) and v > 0,
-               "a finite pixel size > 0 in A/px"),
-              ("--Cs", "Cs", finite, "a finite number in um"),
-              ("--focal-spread", "focal_spread", lambda v: finite(v) and v >= 0,
-               "a finite focal spread >= 0 in A"),
-              ("--tile", "tile", lambda v: v > 0, "a tile size > 0 in px"),
-              ("--overlap", "overlap", lambda v: v >= 0, "an overlap >= 0 in px"),
-              ("--poll", "poll", lambda v: finite(v) and v > 0, "a finite interval > 0 in s"),
-              ("--timeout", "timeout", lambda v: finite(v) and v > 0, "a finite time > 0 in s"),
-              ("--idle-exit", "idle_exit", lambda v: finite(v) and v >= 0,
-               "a finite time >= 0 in s"),
-              ("--n-images", "n_images", lambda v: v >= 1, "at least 1"),
-              ("--workers", "workers", lambda v: v >= 1, "at least 1")]
-    for flag, attr, ok, what in checks:
-        if get(attr) is not None:
-            need(flag, ok(get(attr)), what)
-    if get("defocus") is not None and not all(math.isfinite(d) for d in args.defocus):
-        raise ExitWaveError(f"--defocus must be finite numbers in A, got {args.defocus}")
-    name = get("name")
-    if name is not None and (not name.strip() or "/" in name or "\\" in name
-                             or name in (".", "..")):
-        raise ExitWaveError(f"--name must be a plain file name (no folders), got {name!r}")
-
-
 def _check_out(out: str) -> bool:
     """Check (create) the output folder; True when this call created it."""
     from .results import check_output_folder
@@ -102,11 +69,8 @@ def _check_out(out: str) -> bool:
 
 # --- reconstruct ---------------------------------------------------------------------------
 def _add_reconstruct(subparsers) -> None:
-    p = subparsers.add_parser(
-        "reconstruct", help="reconstruct the exit wave of one focal series",
-        description="Align, resample and normalise a focal series, run a network (or the "
-                    "Gerchberg-Saxton / Wiener baseline), and write the exit wave (TIFF + Zarr), "
-                    "the atomic-column peaks (CSV) and an Argand plot (PNG).")
+    p = _subcommand(subparsers, "reconstruct", _cmd_reconstruct,
+                    "reconstruct the exit wave of one focal series")
     p.add_argument("series", help="DM3/DM4/TIFF stack, folder of single images, or the word "
                                   "'sample' for the bundled simulated MoS2 series ("
                                   "'sample:mos2-graphene-022' for the 0.22 A/px one)")
@@ -180,6 +144,9 @@ def _default_model(model):
 
 
 def _cmd_reconstruct(args) -> int:
+    """Align, resample and normalise a focal series, run a network (or the Gerchberg-Saxton /
+    Wiener baseline), and write the exit wave (TIFF, NumPy, Zarr), its JSON, the atomic-column
+    peaks (CSV) and an Argand plot (PNG). An earlier result is kept unless --overwrite."""
     created = _check_out(args.out)
     try:
         return _reconstruct(args)
@@ -233,10 +200,8 @@ def _reconstruct(args) -> int:
 
 # --- models --------------------------------------------------------------------------------
 def _add_models(subparsers) -> None:
-    p = subparsers.add_parser("models", help="list installed networks and their model cards",
-                              description="List the networks found in the model folders "
-                                          "(NAPARI_EXITWAVE_MODELS, the repository's models/, "
-                                          "the package's models/).")
+    p = _subcommand(subparsers, "models", _cmd_models,
+                    "list installed networks and their model cards")
     p.add_argument("--dir", action="append", help="model folder(s) to list instead")
     p.add_argument("--verify", action="store_true", help="check each ONNX file's sha256")
     p.add_argument("--json", action="store_true", help="print the cards as JSON")
@@ -244,6 +209,8 @@ def _add_models(subparsers) -> None:
 
 
 def _cmd_models(args) -> int:
+    """List the networks found in the model folders (NAPARI_EXITWAVE_MODELS, the repository's
+    models/, the package's models/)."""
     from .errors import ModelError
     from .inference import list_models, models_dirs
 
@@ -302,13 +269,8 @@ def _model_fn(args):
 
 
 def _add_watch(subparsers) -> None:
-    p = subparsers.add_parser(
-        "watch", help="reconstruct focal series live as the microscope writes them",
-        description="Watch FOLDER (polling; works on network shares), read each new image once "
-                    "it is completely written, group the images into focal series and "
-                    "reconstruct each series into --out. Stop with Ctrl-C; run it again with "
-                    "the same --out to resume (finished series are not redone). Errors go to "
-                    "<out>/errors.jsonl and the watch goes on.")
+    p = _subcommand(subparsers, "watch", _cmd_watch,
+                    "reconstruct focal series live as the microscope writes them")
     p.add_argument("folder", help="the folder the acquisition software writes into")
     _network_options(p)
     p.add_argument("--group-by", choices=("count", "pattern", "defocus"), default="count",
@@ -329,6 +291,11 @@ def _add_watch(subparsers) -> None:
 
 
 def _cmd_watch(args) -> int:
+    """Watch FOLDER (polling; works on network shares), read each new image once it is
+    completely written, group the images into focal series and reconstruct each series into
+    --out. Stop with Ctrl-C; run it again with the same --out to resume (finished series are not
+    redone). Errors go to <out>/errors.jsonl and the watch goes on, also when --out is full or
+    read-only for a while (results are kept and written later)."""
     import threading
 
     from .live import FolderWatcher, Grouping
@@ -372,15 +339,8 @@ def _cmd_watch(args) -> int:
 
 # --- batch ---------------------------------------------------------------------------------
 def _add_batch(subparsers) -> None:
-    p = subparsers.add_parser(
-        "batch", help="reconstruct many focal series (a folder or a glob), in parallel",
-        description="Reconstruct every focal series in INPUTS (a folder: each stack file or "
-                    "sub-folder of single images is one series; or a quoted glob such as "
-                    "'data/**/*.dm4'), on this machine in parallel (--workers) or on an existing "
-                    "Dask cluster (--scheduler tcp://host:8786; inputs and --out must then be on "
-                    "a file system the workers share). A failed series never stops the others; "
-                    "the summary table is printed and written to <out>/summary.csv. Exit status "
-                    "2 when any series failed.")
+    p = _subcommand(subparsers, "batch", _cmd_batch,
+                    "reconstruct many focal series (a folder or a glob), in parallel")
     p.add_argument("inputs", nargs="+", help="folder(s), file(s) or quoted glob pattern(s)")
     _network_options(p)
     p.add_argument("--workers", type=int, default=1, help="parallel workers on this machine")
@@ -394,6 +354,12 @@ def _add_batch(subparsers) -> None:
 
 
 def _cmd_batch(args) -> int:
+    """Reconstruct every focal series in INPUTS (a folder: each stack file or sub-folder of
+    single images is one series; or a quoted glob such as 'data/**/*.dm4'), on this machine in
+    parallel (--workers) or on an existing Dask cluster (--scheduler tcp://host:8786; inputs and
+    --out must then be on a file system the workers share). A failed series never stops the
+    others; the summary table is printed and written to <out>/summary.csv. Exit status 2 when any
+    series failed."""
     from .batch import run_batch, summary_table
 
     _check_out(args.out)
@@ -439,7 +405,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     try:
-        _check_options(args)  # before anything is read or computed
+        check_options(args)  # before anything is read or computed
         return int(args.func(args) or 0)
     except (ExitWaveError, FileNotFoundError) as e:
         if debug:
