@@ -101,7 +101,7 @@ def _add_reconstruct(subparsers) -> None:
                    help="peak threshold relative to the maximum of |psi - 1| (0.1)")
     p.add_argument("--no-peaks", action="store_true", help="skip peaks CSV and Argand plot")
     p.add_argument("--force", action="store_true",
-                   help="run even when the pixel size is more than 2x from the network's or "
+                   help="run even when the pixel size is 2x or more from the network's or "
                         "unknown (by default that is an error)")
     p.add_argument("--name", help="stem of the output files (default: the input's name)")
     p.add_argument("--overwrite", action="store_true",
@@ -203,7 +203,9 @@ def _add_models(subparsers) -> None:
     p = _subcommand(subparsers, "models", _cmd_models,
                     "list installed networks and their model cards")
     p.add_argument("--dir", action="append", help="model folder(s) to list instead")
-    p.add_argument("--verify", action="store_true", help="check each ONNX file's sha256")
+    p.add_argument("--verify", action="store_true",
+                   help="check the sha256 of every file each network loads (a card without "
+                        "one: unverified)")
     p.add_argument("--json", action="store_true", help="print the cards as JSON")
     _common(p, _cmd_models)
 
@@ -256,7 +258,7 @@ def _network_options(p) -> None:
     p.add_argument("--threshold", type=float, default=0.1,
                    help="peak threshold relative to the maximum of |psi - 1| (0.1)")
     p.add_argument("--force", action="store_true",
-                   help="reconstruct even when the pixel size is more than 2x from the "
+                   help="reconstruct even when the pixel size is 2x or more from the "
                         "network's or unknown (by default such a series fails)")
 
 
