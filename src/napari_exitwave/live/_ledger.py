@@ -26,6 +26,8 @@ log = logging.getLogger("napari_exitwave.live")
 LEDGER_NAME = "live-ledger.json"
 ERRORS_NAME = "errors.jsonl"
 _VERSION = 1
+_MAX_QUEUED = 10000
+"""Error lines kept in memory while ``errors.jsonl`` cannot be written (the oldest go first)."""
 
 
 def now_iso() -> str:
@@ -109,6 +111,7 @@ class Ledger:
         log.error("live watcher: %s %s: %s", kind, name, message)
         entry = {"time": now_iso(), "kind": kind, "name": name, "error": message}
         self._errors.append(json.dumps(entry, default=json_default) + "\n")
+        del self._errors[:-_MAX_QUEUED]  # a folder read-only for days must not fill the memory
         self._write_errors()
 
     def _write_errors(self) -> bool:
