@@ -21,7 +21,7 @@ a read-only folder) removes every temporary and leaves what was there before. Ex
 are kept unless ``overwrite=True`` (:class:`OutputExistsError`).
 
 Test hook: :func:`set_fault_hook` installs ``hook(final_name)``, called before each file is
-written; raise ``OSError(errno.ENOSPC, ...)`` there to simulate a full disk
+written (also the live ledger and ``errors.jsonl``); raise ``OSError(errno.ENOSPC, ...)`` there to simulate a full disk
 (``benchmarks/live_soak.py`` and the tests use it).
 """
 
@@ -44,7 +44,7 @@ from .io import json_default
 
 __all__ = ["write_result", "output_names", "existing_outputs", "check_output_folder",
            "remove_temporaries",
-           "atomic_write_text", "set_fault_hook", "OutputError", "OutputExistsError"]
+           "atomic_write_text", "set_fault_hook", "fault_check", "OutputError", "OutputExistsError"]
 
 _fault_hook: Callable[[str], None] | None = None
 
@@ -61,6 +61,12 @@ def set_fault_hook(hook: Callable[[str], None] | None) -> None:
     """Test hook: ``hook(final_name)`` runs before each file is written (None: remove it)."""
     global _fault_hook
     _fault_hook = hook
+
+
+def fault_check(name: str) -> None:
+    """Run the test hook of :func:`set_fault_hook` for a file about to be written (if any)."""
+    if _fault_hook is not None:
+        _fault_hook(name)
 
 
 def output_names(stem: str, peaks: bool = True) -> dict[str, str]:
@@ -121,8 +127,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     tmp = _tmp_file(path.parent, path.name)
     try:
-        if _fault_hook is not None:
-            _fault_hook(path.name)
+        fault_check(path.name)
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -219,8 +224,7 @@ def write_result(rec: Any, out: str | os.PathLike, stem: str, *, peaks: bool = T
     temps: dict[str, Path] = {}
     try:
         for kind, name in names.items():
-            if _fault_hook is not None:
-                _fault_hook(name)
+            fault_check(name)
             if kind == "zarr":
                 temps[kind] = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out))
             else:

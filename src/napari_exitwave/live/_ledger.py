@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import json_default
-from ..results import atomic_write_text
+from ..results import atomic_write_text, fault_check
 
 __all__ = ["Ledger", "LEDGER_NAME", "ERRORS_NAME", "now_iso"]
 
@@ -119,6 +119,7 @@ class Ledger:
             return True
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         try:
+            fault_check(self.errors_path.name)
             try:  # O_NOFOLLOW: never append to the target of a link someone put there
                 fd = os.open(self.errors_path, flags, 0o644)
             except OSError:
