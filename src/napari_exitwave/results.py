@@ -230,7 +230,10 @@ def write_result(rec: Any, out: str | os.PathLike, stem: str, *, peaks: bool = T
             else:
                 temps[kind] = _tmp_file(out, name)
             _write_one(kind, temps[kind], wave, sampling, meta, table, stem)
-        for kind, name in names.items():  # the JSON last: it marks the result complete
+        # an earlier JSON goes first and the new one comes last: a result whose JSON exists is
+        # complete, also when this process dies between two renames
+        (out / names["json"]).unlink(missing_ok=True)
+        for kind, name in names.items():
             _commit(temps.pop(kind), out / name)
     except BaseException as exc:
         for tmp in temps.values():
