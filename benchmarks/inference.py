@@ -169,7 +169,7 @@ def bench_size(size: int, rec, args, workdir: Path, keras_model=None) -> dict:
     from napari_exitwave.peaks import find_peaks
     from napari_exitwave.reconstruct import reconstruct_series
 
-    from napari_exitwave.live import auto_tile
+    from napari_exitwave.inference import auto_tile
 
     card = rec.card
     tile = args.tile or auto_tile((size, size), args.input_sampling, card.sampling,
@@ -255,7 +255,7 @@ def memory_probe(model_arg: str, size: int, args, workdir: Path) -> dict:
     from napari_exitwave.io import write_series_tiff
 
     from napari_exitwave.inference import find_model
-    from napari_exitwave.live import auto_tile
+    from napari_exitwave.inference import auto_tile
 
     card = find_model(model_arg)
     tile = args.tile or auto_tile((size, size), args.input_sampling, card.sampling,
@@ -308,7 +308,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat-max", type=int, default=1024,
                     help="larger sizes get one run and no warm-up")
     ap.add_argument("--tile", type=int, default=None,
-                    help="inference tile (px); default: live.auto_tile, as watch/batch use "
+                    help="inference tile (px); default: inference.auto_tile, as watch/batch use "
                          "(one pass up to 1024 px, else 512 px tiles)")
     ap.add_argument("--overlap", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None, help="ORT intra-op threads")

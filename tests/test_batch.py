@@ -108,7 +108,7 @@ def test_serial_dask_and_processes_agree_and_failures_do_not_stop_the_batch(seri
 def test_same_stem_in_two_folders_gets_two_outputs(series_folder, tmp_path):
     res = run_batch([series_folder / "s0.tif", series_folder / "sub" / "s0.tif"], tmp_path / "o",
                     reconstruct_fn=fake_reconstruct, reader=tiff_reader)
-    assert [r.output.split("/")[-1] for r in res] == ["s0.npy", "s0_2.npy"]
+    assert [r.output.split("/")[-1] for r in res] == ["s0_exit_wave.npy", "s0_2_exit_wave.npy"]
     assert not np.array_equal(np.load(res[0].output), np.load(res[1].output))
 
 

@@ -52,8 +52,8 @@ def test_batch_cli_matches_reconstruct_series_and_reports_failures(model, tmp_pa
     for i in range(3):
         assert rows[f"s{i}.tif"]["status"] == "done" and rows[f"s{i}.tif"]["device"] == "CPU"
         ref = reconstruct_series(_series(i), model, tile=1024)  # same path, in this process
-        wave, sampling, _ = read_exit_wave(out / f"s{i}.tif")
-        np.testing.assert_allclose(np.load(out / f"s{i}.npy"), ref.exit_wave, atol=1e-5)
+        wave, sampling, _ = read_exit_wave(out / f"s{i}_exit_wave.tif")
+        np.testing.assert_allclose(np.load(out / f"s{i}_exit_wave.npy"), ref.exit_wave, atol=1e-5)
         np.testing.assert_allclose(wave, ref.exit_wave, atol=1e-5)
         assert sampling == pytest.approx(0.1)
         assert (out / f"s{i}_peaks.csv").exists()
@@ -81,7 +81,7 @@ def test_watch_cli_reconstructs_arriving_images_and_exits_when_idle(model, tmp_p
     meta = json.loads((out / "series_0001.json").read_text())
     assert meta["files"] == ["img0.tif", "img1.tif", "img2.tif"] and meta["device"] == "CPU"
     ref = reconstruct_series(images, model, tile=1024)
-    np.testing.assert_allclose(np.load(out / "series_0001.npy"), ref.exit_wave, atol=1e-5)
+    np.testing.assert_allclose(np.load(out / "series_0001_exit_wave.npy"), ref.exit_wave, atol=1e-5)
     # the network really ran: real part = 1 + correlation of the normalised images
     assert np.std(ref.exit_wave.real) > 0.1
     assert physics.normalize_series(images).shape == (3, N, N)

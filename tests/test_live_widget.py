@@ -66,7 +66,7 @@ def test_live_widget_stacks_each_series_on_a_time_axis(qtbot, tmp_path):
     widget.stop()
     qtbot.waitUntil(lambda: not widget.running, timeout=10000)
     assert widget.start_btn.isEnabled() and "2 done" in widget.status.text()
-    assert (out / "series_0002.npy").exists()
+    assert (out / "series_0002_exit_wave.npy").exists()
 
 
 def test_live_widget_reports_a_bad_folder(qtbot, tmp_path):

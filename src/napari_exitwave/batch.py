@@ -1,9 +1,9 @@
 """Batch reconstruction: many focal series, headless, in parallel or on a Dask cluster.
 
 Each input (a file holding a focal series, or a folder of single images) is read, reconstructed
-and written to the output folder as ``<name>.npy`` / ``<name>.tif`` / ``<name>.json`` (see
-:func:`napari_exitwave.live.write_reconstruction`). A failed input is recorded, never stops the
-others. At the end :func:`summary_table` prints file, status, time, device and output, and
+and written to the output folder by :func:`napari_exitwave.results.write_result` (the same files
+as ``reconstruct`` and ``watch``; earlier results are kept unless ``overwrite``). A failed input
+is recorded, never stops the others. At the end :func:`summary_table` prints file, status, time, device and output, and
 ``summary.csv`` is written next to the results.
 
 Backends (:func:`run_batch`):
@@ -30,13 +30,15 @@ import logging
 import os
 import time
 import traceback
+from io import StringIO
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from napari_exitwave.live import IMAGE_EXTENSIONS, ModelReconstructor, write_reconstruction
+from .io import SERIES_EXTENSIONS
+from .results import atomic_write_text, write_result
 
-__all__ = ["BatchResult", "find_inputs", "reconstruct_file", "run_batch", "summary_table",
-           "write_summary"]
+__all__ = ["BatchResult", "ModelReconstructor", "find_inputs", "reconstruct_file", "run_batch",
+           "summary_table", "write_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ class BatchResult:
     status: str                 # "done" or "failed"
     time: float                 # s, read + reconstruct + write
     device: str | None = None
-    output: str | None = None   # the .npy written
+    output: str | None = None   # the <name>_exit_wave.npy written
     error: str | None = None
     worker: str | None = None   # host:pid that did it
 
@@ -58,7 +60,7 @@ class BatchResult:
 
 
 def find_inputs(spec: str | os.PathLike | Sequence[str | os.PathLike],
-                extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[str]:
+                extensions: Iterable[str] = SERIES_EXTENSIONS) -> list[str]:
     """The inputs of a batch, sorted: a folder, a glob pattern, a file, or a list of those.
 
     In a folder, every file with one of ``extensions`` is one focal series, and so is every
@@ -103,15 +105,38 @@ def _stems(inputs: Sequence[str]) -> list[str]:
     return stems
 
 
+class ModelReconstructor:
+    """The default ``reconstruct_fn`` of batch and live: the network path of
+    :func:`~napari_exitwave.reconstruct.reconstruct_series` with fixed options.
+
+    ``kwargs`` go to ``reconstruct_series`` (``providers``, ``strict``, ``align``, ``overlap``...);
+    ``tile="auto"`` (the default) leaves the tile to the inference's own rule. Picklable (holds
+    only the model name and options), so it travels to batch worker processes; the ONNX session
+    is built once per process, on first use (:func:`napari_exitwave.inference.get_reconstructor`
+    caches it).
+    """
+
+    def __init__(self, model: str, tile: int | str = "auto", **kwargs: Any) -> None:
+        self.model = model
+        self.tile = tile
+        self.kwargs = kwargs
+
+    def __call__(self, series):
+        from .reconstruct import reconstruct_series
+
+        return reconstruct_series(series, self.model, tile=self.tile, **self.kwargs)
+
+
 def _default_reader(path: str):
-    from napari_exitwave.io import read_series
+    from .io import read_series
 
     return read_series(path)
 
 
 def reconstruct_file(path: str, out: str, stem: str | None = None,
                      reconstruct_fn: Callable | None = None, model: str | None = None,
-                     reader: Callable | None = None, peaks: bool = False) -> BatchResult:
+                     reader: Callable | None = None, peaks: bool = False,
+                     overwrite: bool = False, peak_options: dict | None = None) -> BatchResult:
     """Read, reconstruct and write one focal series; never raises (a failure is a result)."""
     import socket
 
@@ -119,23 +144,20 @@ def reconstruct_file(path: str, out: str, stem: str | None = None,
     worker = f"{socket.gethostname()}:{os.getpid()}"
     stem = stem or Path(path).stem
     try:
-        fn = reconstruct_fn or _cached_model_fn(model)
+        if reconstruct_fn is None and model is None:
+            raise ValueError("give a model (name or path) or a reconstruct_fn")
+        fn = reconstruct_fn or ModelReconstructor(model)
         series = (reader or _default_reader)(str(path))
         rec = fn(series)
-        outputs = write_reconstruction(rec, out, stem, extra={"source": str(path)}, peaks=peaks)
+        outputs = write_result(rec, out, stem, extra={"source": str(path)}, peaks=peaks,
+                               overwrite=overwrite, **(peak_options or {}))
     except Exception as exc:  # noqa: BLE001 - reported in the summary, the batch goes on
         log.debug("batch: %s failed:\n%s", path, traceback.format_exc())
         return BatchResult(str(path), "failed", time.perf_counter() - t0,
                            error=f"{type(exc).__name__}: {exc}", worker=worker)
     return BatchResult(str(path), "done", time.perf_counter() - t0,
-                       device=getattr(rec, "device", None), output=outputs[0], worker=worker)
-
-
-def _cached_model_fn(model: str | None) -> Callable:
-    """The network path for ``model``; the session is built once per worker process."""
-    if model is None:
-        raise ValueError("give a model (name or path) or a reconstruct_fn")
-    return ModelReconstructor(model)
+                       device=getattr(rec, "device", None), output=outputs["npy"],
+                       worker=worker)
 
 
 def _limit_threads(n: int) -> None:
@@ -149,6 +171,7 @@ def run_batch(inputs: str | Sequence[str], out: str | os.PathLike, *, model: str
               reconstruct_fn: Callable | None = None, reader: Callable | None = None,
               workers: int = 1, backend: str = "auto", scheduler: str | None = None,
               client: Any = None, processes: bool = True, peaks: bool = False,
+              overwrite: bool = False, min_distance: float = 1.0, threshold: float = 0.1,
               progress: Callable[[BatchResult, int, int], None] | None = None,
               ) -> list[BatchResult]:
     """Reconstruct every input; return one :class:`BatchResult` per input, in input order.
@@ -175,7 +198,11 @@ def run_batch(inputs: str | Sequence[str], out: str | os.PathLike, *, model: str
     processes : bool
         Local dask only: worker processes (True) or threads in this process (False).
     peaks : bool
-        Also write ``<name>_peaks.csv`` for each input.
+        Also write the peak table and Argand plot of each input.
+    overwrite : bool
+        Replace earlier results of the same name (else such an input fails, its files kept).
+    min_distance, threshold : float
+        Peak finding (A; fraction of the maximum of ``|psi - 1|``).
     progress : callable or None
         ``progress(result, n_finished, n_total)`` after each input, in order of completion.
     """
@@ -195,7 +222,9 @@ def run_batch(inputs: str | Sequence[str], out: str | os.PathLike, *, model: str
         raise ValueError(f"backend must be 'auto', 'serial', 'processes' or 'dask', "
                          f"got {backend!r}")
     stems = _stems(paths)
-    jobs = [(p, str(out), s, reconstruct_fn, model, reader, peaks) for p, s in zip(paths, stems)]
+    options = {"min_distance": min_distance, "threshold": threshold}
+    jobs = [(p, str(out), s, reconstruct_fn, model, reader, peaks, overwrite, options)
+            for p, s in zip(paths, stems)]
     results: dict[int, BatchResult] = {}
 
     def done(i: int, r: BatchResult) -> None:
@@ -217,20 +246,25 @@ def run_batch(inputs: str | Sequence[str], out: str | os.PathLike, *, model: str
         with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_limit_threads, initargs=(threads,)) as pool:
             futures = {pool.submit(reconstruct_file, *job): i for i, job in enumerate(jobs)}
-            for fut in as_completed(futures):
-                i = futures[fut]
-                try:
-                    r = fut.result()
-                except Exception as exc:  # noqa: BLE001 - e.g. a worker killed (out of memory)
-                    r = BatchResult(jobs[i][0], "failed", float("nan"),
-                                    error=f"{type(exc).__name__}: {exc}")
-                done(i, r)
+            _collect(futures, as_completed(futures), jobs, done)
     else:
         _run_dask(jobs, done, workers=workers, scheduler=scheduler, client=client,
                   processes=processes)
     ordered = [results[i] for i in range(len(jobs))]
     write_summary(ordered, out)
     return ordered
+
+
+def _collect(futures: dict, completed, jobs, done) -> None:
+    """Hand each finished future's result to ``done`` (a worker that died is a failure)."""
+    for fut in completed:
+        i = futures[fut]
+        try:
+            r = fut.result()
+        except Exception as exc:  # noqa: BLE001 - e.g. a worker killed (out of memory)
+            r = BatchResult(jobs[i][0], "failed", float("nan"),
+                            error=f"{type(exc).__name__}: {exc}")
+        done(i, r)
 
 
 def _run_dask(jobs, done, *, workers, scheduler, client, processes) -> None:
@@ -253,17 +287,9 @@ def _run_dask(jobs, done, *, workers, scheduler, client, processes) -> None:
                                            dashboard_address=None)
             client = own_client = Client(own_cluster)
     try:
-        futures = [client.submit(reconstruct_file, *job, pure=False, retries=0)
-                   for job in jobs]
-        index = {f.key: i for i, f in enumerate(futures)}
-        for fut in as_completed(futures):
-            i = index[fut.key]
-            try:
-                r = fut.result()
-            except Exception as exc:  # noqa: BLE001 - e.g. the worker died
-                r = BatchResult(jobs[i][0], "failed", float("nan"),
-                                error=f"{type(exc).__name__}: {exc}")
-            done(i, r)
+        futures = {client.submit(reconstruct_file, *job, pure=False, retries=0): i
+                   for i, job in enumerate(jobs)}
+        _collect(futures, as_completed(list(futures)), jobs, done)
     finally:
         if own_client is not None:
             own_client.close()
@@ -290,12 +316,10 @@ def summary_table(results: Sequence[BatchResult]) -> str:
 def write_summary(results: Sequence[BatchResult], out: str | os.PathLike) -> Path:
     """Write ``summary.csv`` (one row per input) into ``out``; returns its path."""
     path = Path(out) / "summary.csv"
-    fields = [f.name for f in dataclasses.fields(BatchResult)]
-    tmp = path.with_name(".summary.csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        for r in results:
-            w.writerow(r.to_dict())
-    os.replace(tmp, path)
+    buf = StringIO()
+    w = csv.DictWriter(buf, fieldnames=[f.name for f in dataclasses.fields(BatchResult)])
+    w.writeheader()
+    for r in results:
+        w.writerow(r.to_dict())
+    atomic_write_text(path, buf.getvalue())
     return path

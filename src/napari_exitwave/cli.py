@@ -1,12 +1,15 @@
 """``napari-exitwave``: exit-wave reconstruction without a GUI.
 
-Subcommands are registered by small ``_add_<name>(subparsers)`` functions listed in
-:data:`SUBCOMMANDS`; each owner edits only their own block. A subcommand sets
-``func(args) -> int`` with ``parser.set_defaults(func=...)``.
+Each subcommand is added by an ``_add_<name>(subparsers)`` function (listed in
+:func:`build_parser`) that sets ``func(args) -> int``. Every command writes its results with
+:func:`napari_exitwave.results.write_result`, so ``reconstruct``, ``watch`` and ``batch`` write
+the same files.
 
-Bad input (a 2-D image, the wrong number of images, NaNs, a pixel size 2x off, a truncated DM
-file, a corrupt ONNX file, CUDA asked for but missing...) prints one line
-``napari-exitwave: error: ...`` and exits with status 2; ``--debug`` shows the traceback.
+Options and the output folder are checked before anything is computed. Bad input (a bad option,
+an unusable ``--out``, a 2-D image, the wrong number of images, NaNs, a pixel size 2x off, a
+truncated DM file, a corrupt ONNX file, CUDA asked for but missing, an earlier result without
+``--overwrite``...) prints one line ``napari-exitwave: error: ...`` and exits with status 2;
+``--debug`` shows the traceback. Exit statuses: docs/headless.md.
 
 Units of everything typed here: defocus in A (abTEM convention, ``defocus = -C10``, positive =
 underfocus), ``--sampling`` and ``--min-distance`` in A, ``--Cs`` in um, ``--focal-spread`` in A.
@@ -16,17 +19,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+from ._cli_checks import check_options
 
 EXIT_BAD_INPUT = 2
 EXIT_UNEXPECTED = 1
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _subcommand(subparsers, name: str, func, help: str) -> argparse.ArgumentParser:
+    """A subcommand whose description is the docstring of its function."""
+    import inspect
+
+    return subparsers.add_parser(name, help=help, description=inspect.cleandoc(func.__doc__))
+
+
+def _common(parser: argparse.ArgumentParser, func, quiet: str | None = None) -> None:
+    """Options every subcommand has (``-q`` with ``quiet``'s help), and its function."""
+    if quiet:
+        parser.add_argument("-q", "--quiet", action="store_true", help=quiet)
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the full traceback on errors")
+    parser.set_defaults(func=func)
 
 
 def _progress_printer(quiet: bool):
@@ -43,13 +58,19 @@ def _progress_printer(quiet: bool):
     return progress
 
 
-# --- reconstruct (owner: plugin-core) ------------------------------------------------------
+def _check_out(out: str) -> bool:
+    """Check (create) the output folder; True when this call created it."""
+    from .results import check_output_folder
+
+    created = not Path(out).exists()
+    check_output_folder(out)
+    return created
+
+
+# --- reconstruct ---------------------------------------------------------------------------
 def _add_reconstruct(subparsers) -> None:
-    p = subparsers.add_parser(
-        "reconstruct", help="reconstruct the exit wave of one focal series",
-        description="Align, resample and normalise a focal series, run a network (or the "
-                    "Gerchberg-Saxton / Wiener baseline), and write the exit wave (TIFF + Zarr), "
-                    "the atomic-column peaks (CSV) and an Argand plot (PNG).")
+    p = _subcommand(subparsers, "reconstruct", _cmd_reconstruct,
+                    "reconstruct the exit wave of one focal series")
     p.add_argument("series", help="DM3/DM4/TIFF stack, folder of single images, or the word "
                                   "'sample' for the bundled simulated MoS2 series ("
                                   "'sample:mos2-graphene-022' for the 0.22 A/px one)")
@@ -83,9 +104,9 @@ def _add_reconstruct(subparsers) -> None:
                    help="run even when the pixel size is 2x or more from the network's or "
                         "unknown (by default that is an error)")
     p.add_argument("--name", help="stem of the output files (default: the input's name)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
-    _common(p)
-    p.set_defaults(func=_cmd_reconstruct)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier result of the same name (by default an error)")
+    _common(p, _cmd_reconstruct, "no progress messages")
 
 
 def _load_series(spec: str, sampling):
@@ -102,10 +123,6 @@ def _load_series(spec: str, sampling):
     else:
         series = read_series(spec)
     if sampling is not None:
-        if not sampling > 0:
-            from .errors import ExitWaveError
-
-            raise ExitWaveError(f"--sampling must be positive (A/px), got {sampling}")
         series.sampling = float(sampling)
         series.units = "Å"
     return series
@@ -126,54 +143,33 @@ def _default_model(model):
                      f"{', '.join(sorted(models)) or 'none'}); give --model NAME|PATH")
 
 
-def save_outputs(rec, out: str | os.PathLike, stem: str, *, peaks: bool = True,
-                 min_distance: float = 1.0, threshold: float = 0.1) -> dict[str, str]:
-    """Write a :class:`~napari_exitwave.reconstruct.Reconstruction` to ``out``.
-
-    ``<stem>_exit_wave.tif`` (two channels real/imag, float32, calibrated),
-    ``<stem>_exit_wave.zarr`` (complex64 + attrs), ``<stem>.json`` (metadata), and with
-    ``peaks``: ``<stem>_peaks.csv`` (columns of |psi - 1|) and ``<stem>_argand.png``.
-    Returns {kind: path}.
-    """
-    import numpy as np
-
-    from .io import write_exit_wave_tiff, write_exit_wave_zarr
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = rec.to_metadata()
-    written = {
-        "tiff": str(write_exit_wave_tiff(out / f"{stem}_exit_wave.tif", rec.exit_wave,
-                                         rec.sampling, meta)),
-        "zarr": str(write_exit_wave_zarr(out / f"{stem}_exit_wave.zarr", rec.exit_wave,
-                                         rec.sampling, meta)),
-    }
-    if peaks:
-        from .peaks import find_peaks, peak_table, write_peaks_csv
-
-        sampling = rec.sampling or 1.0
-        wave = rec.exit_wave
-        pos = find_peaks(np.abs(wave - 1), sampling=sampling, min_distance=min_distance,
-                         threshold=threshold)
-        table = peak_table(wave, pos, sampling)
-        written["peaks"] = str(write_peaks_csv(table, out / f"{stem}_peaks.csv"))
-        meta["n_peaks"] = int(len(pos))
-        from .argand import save_argand_png
-
-        how = rec.method + (f", {rec.model_name}" if rec.model_name else "")
-        title = f"{stem}: {len(pos)} columns ({how})"
-        written["argand"] = str(save_argand_png(table["real"] + 1j * table["imag"],
-                                                out / f"{stem}_argand.png", title=title))
-    js = out / f"{stem}.json"
-    js.write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    written["json"] = str(js)
-    return written
-
-
 def _cmd_reconstruct(args) -> int:
+    """Align, resample and normalise a focal series, run a network (or the Gerchberg-Saxton /
+    Wiener baseline), and write the exit wave (TIFF, NumPy, Zarr), its JSON, the atomic-column
+    peaks (CSV) and an Argand plot (PNG). An earlier result is kept unless --overwrite."""
+    created = _check_out(args.out)
+    try:
+        return _reconstruct(args)
+    except BaseException:
+        if created:  # leave nothing behind on an error
+            try:
+                Path(args.out).rmdir()
+            except OSError:
+                pass
+        raise
+
+
+def _reconstruct(args) -> int:
     from .reconstruct import reconstruct_series
+    from .results import OutputExistsError, existing_outputs, write_result
 
     series = _load_series(args.series, args.sampling)
+    bundled = series.source == "sample" or series.source.startswith("sample:")
+    stem = args.name or (series.source.replace(":", "_") if bundled else Path(series.source).stem)
+    peaks = not args.no_peaks
+    if not args.overwrite and (found := existing_outputs(args.out, stem, peaks)):
+        raise OutputExistsError(f"{found[0]} exists (an earlier result); pass --overwrite to "
+                                "replace it, or choose another --out or --name")
     model = _default_model(args.model) if args.method == "network" else args.model
     Cs = None if args.Cs is None else args.Cs * 1e4  # um -> A
     progress = _progress_printer(args.quiet)
@@ -182,10 +178,9 @@ def _cmd_reconstruct(args) -> int:
                              tile=args.tile or "auto", overlap=args.overlap,
                              providers=args.device,
                              strict=not args.force, progress=progress)
-    bundled = series.source == "sample" or series.source.startswith("sample:")
-    stem = args.name or (series.source.replace(":", "_") if bundled else Path(series.source).stem)
-    written = save_outputs(rec, args.out, stem, peaks=not args.no_peaks,
-                           min_distance=args.min_distance, threshold=args.threshold)
+    written = write_result(rec, args.out, stem, peaks=peaks, min_distance=args.min_distance,
+                           threshold=args.threshold, extra={"source": series.source},
+                           overwrite=args.overwrite)
     s = f"{rec.sampling:.4g} A/px" if rec.sampling else "unknown sampling"
     print(f"series:  {series.source} ({series.n_images} x {series.shape[0]} x {series.shape[1]}"
           f", {series.sampling:.4g} A/px)" if series.sampling else
@@ -203,22 +198,21 @@ def _cmd_reconstruct(args) -> int:
     return 0
 
 
-# --- models (owner: plugin-core) -----------------------------------------------------------
+# --- models --------------------------------------------------------------------------------
 def _add_models(subparsers) -> None:
-    p = subparsers.add_parser("models", help="list installed networks and their model cards",
-                              description="List the networks found in the model folders "
-                                          "(NAPARI_EXITWAVE_MODELS, the repository's models/, "
-                                          "the package's models/).")
+    p = _subcommand(subparsers, "models", _cmd_models,
+                    "list installed networks and their model cards")
     p.add_argument("--dir", action="append", help="model folder(s) to list instead")
     p.add_argument("--verify", action="store_true",
                    help="check the sha256 of every file each network loads (a card without "
                         "one: unverified)")
     p.add_argument("--json", action="store_true", help="print the cards as JSON")
-    _common(p)
-    p.set_defaults(func=_cmd_models)
+    _common(p, _cmd_models)
 
 
 def _cmd_models(args) -> int:
+    """List the networks found in the model folders (NAPARI_EXITWAVE_MODELS, the repository's
+    models/, the package's models/)."""
     from .errors import ModelError
     from .inference import list_models, models_dirs
 
@@ -244,7 +238,7 @@ def _cmd_models(args) -> int:
     return EXIT_BAD_INPUT if bad else 0
 
 
-# --- watch (owner: live/batch) -------------------------------------------------------------
+# --- watch ---------------------------------------------------------------------------------
 def _network_options(p) -> None:
     p.add_argument("--model", help="network name (see `napari-exitwave models`) or .onnx/.json "
                                    "path; default: mos2 when installed")
@@ -256,14 +250,19 @@ def _network_options(p) -> None:
                         "to 1024 px, else 512 px tiles; see docs/performance.md)")
     p.add_argument("--overlap", type=int, default=64, help="tile overlap in px (64)")
     p.add_argument("--no-align", action="store_true", help="do not align the images")
-    p.add_argument("--no-peaks", action="store_true", help="do not write <name>_peaks.csv")
+    p.add_argument("--no-peaks", action="store_true",
+                   help="do not write <name>_peaks.csv and <name>_argand.png")
+    p.add_argument("--min-distance", type=float, default=1.0, metavar="A",
+                   help="smallest distance between two atomic columns in A (1.0)")
+    p.add_argument("--threshold", type=float, default=0.1,
+                   help="peak threshold relative to the maximum of |psi - 1| (0.1)")
     p.add_argument("--force", action="store_true",
                    help="reconstruct even when the pixel size is 2x or more from the "
                         "network's or unknown (by default such a series fails)")
 
 
 def _model_fn(args):
-    from .live import ModelReconstructor
+    from .batch import ModelReconstructor
 
     return ModelReconstructor(_default_model(args.model), align=not args.no_align,
                               tile=args.tile or "auto", overlap=args.overlap,
@@ -271,13 +270,8 @@ def _model_fn(args):
 
 
 def _add_watch(subparsers) -> None:
-    p = subparsers.add_parser(
-        "watch", help="reconstruct focal series live as the microscope writes them",
-        description="Watch FOLDER (polling; works on network shares), read each new image once "
-                    "it is completely written, group the images into focal series and "
-                    "reconstruct each series into --out. Stop with Ctrl-C; run it again with "
-                    "the same --out to resume (finished series are not redone). Errors go to "
-                    "<out>/errors.jsonl and the watch goes on.")
+    p = _subcommand(subparsers, "watch", _cmd_watch,
+                    "reconstruct focal series live as the microscope writes them")
     p.add_argument("folder", help="the folder the acquisition software writes into")
     _network_options(p)
     p.add_argument("--group-by", choices=("count", "pattern", "defocus"), default="count",
@@ -294,16 +288,20 @@ def _add_watch(subparsers) -> None:
     p.add_argument("--poll", type=float, default=1.0, metavar="S", help="poll interval (1 s)")
     p.add_argument("--idle-exit", type=float, default=None, metavar="S",
                    help="stop once nothing arrived for S s and nothing is pending")
-    p.add_argument("-q", "--quiet", action="store_true", help="no per-series messages")
-    _common(p)
-    p.set_defaults(func=_cmd_watch)
+    _common(p, _cmd_watch, "no per-series messages")
 
 
 def _cmd_watch(args) -> int:
+    """Watch FOLDER (polling; works on network shares), read each new image once it is
+    completely written, group the images into focal series and reconstruct each series into
+    --out. Stop with Ctrl-C; run it again with the same --out to resume (finished series are not
+    redone). Errors go to <out>/errors.jsonl and the watch goes on, also when --out is full or
+    read-only for a while (results are kept and written later)."""
     import threading
 
     from .live import FolderWatcher, Grouping
 
+    _check_out(args.out)
     fn = _model_fn(args)
     n = args.n_images
     if n is None and args.group_by != "defocus":
@@ -317,7 +315,8 @@ def _cmd_watch(args) -> int:
                         timeout=args.timeout if args.timeout is not None
                         else (max(10.0, 5 * args.poll) if args.group_by == "defocus" else None))
     watcher = FolderWatcher(args.folder, args.out, grouping, fn, poll_interval=args.poll,
-                            peaks=not args.no_peaks)
+                            peaks=not args.no_peaks, min_distance=args.min_distance,
+                            threshold=args.threshold)
     if not args.quiet:
         watcher.series_done.connect(lambda r: print(
             f"done:    {r.series_id} ({', '.join(r.files)}) in {r.elapsed:.2f} s on "
@@ -326,6 +325,7 @@ def _cmd_watch(args) -> int:
             f"FAILED:  {r.series_id} ({', '.join(r.files)}): {r.error}", flush=True))
         watcher.file_error.connect(lambda name, msg: print(f"skipped: {name}: {msg}",
                                                            flush=True))
+        watcher.error.connect(lambda msg: print(f"warning: {msg}", flush=True))
     print(f"watching {args.folder} -> {args.out} (group by {args.group_by}"
           f"{f', {n} images' if n else ''}; Ctrl-C to stop)", flush=True)
     stop = threading.Event()
@@ -338,30 +338,32 @@ def _cmd_watch(args) -> int:
     return 0
 
 
-# --- batch (owner: live/batch) -------------------------------------------------------------
+# --- batch ---------------------------------------------------------------------------------
 def _add_batch(subparsers) -> None:
-    p = subparsers.add_parser(
-        "batch", help="reconstruct many focal series (a folder or a glob), in parallel",
-        description="Reconstruct every focal series in INPUTS (a folder: each stack file or "
-                    "sub-folder of single images is one series; or a quoted glob such as "
-                    "'data/**/*.dm4'), on this machine in parallel (--workers) or on an existing "
-                    "Dask cluster (--scheduler tcp://host:8786; inputs and --out must then be on "
-                    "a file system the workers share). A failed series never stops the others; "
-                    "the summary table is printed and written to <out>/summary.csv. Exit status "
-                    "2 when any series failed.")
+    p = _subcommand(subparsers, "batch", _cmd_batch,
+                    "reconstruct many focal series (a folder or a glob), in parallel")
     p.add_argument("inputs", nargs="+", help="folder(s), file(s) or quoted glob pattern(s)")
     _network_options(p)
     p.add_argument("--workers", type=int, default=1, help="parallel workers on this machine")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace earlier results of the same name (by default such a series "
+                        "fails and its files are kept)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="address of a running Dask scheduler")
     p.add_argument("--backend", choices=("auto", "serial", "processes", "dask"), default="auto",
                    help="auto: dask with --scheduler, processes with --workers > 1, else serial")
-    p.add_argument("-q", "--quiet", action="store_true", help="no per-series messages")
-    _common(p)
-    p.set_defaults(func=_cmd_batch)
+    _common(p, _cmd_batch, "no per-series messages")
 
 
 def _cmd_batch(args) -> int:
+    """Reconstruct every focal series in INPUTS (a folder: each stack file or sub-folder of
+    single images is one series; or a quoted glob such as 'data/**/*.dm4'), on this machine in
+    parallel (--workers) or on an existing Dask cluster (--scheduler tcp://host:8786; inputs and
+    --out must then be on a file system the workers share). A failed series never stops the
+    others; the summary table is printed and written to <out>/summary.csv. Exit status 2 when any
+    series failed."""
     from .batch import run_batch, summary_table
+
+    _check_out(args.out)
 
     def progress(r, k, n):
         if not args.quiet:
@@ -371,17 +373,15 @@ def _cmd_batch(args) -> int:
     results = run_batch(args.inputs if len(args.inputs) > 1 else args.inputs[0], args.out,
                         reconstruct_fn=_model_fn(args), workers=args.workers,
                         backend=args.backend, scheduler=args.scheduler,
-                        peaks=not args.no_peaks, progress=progress)
+                        peaks=not args.no_peaks, overwrite=args.overwrite,
+                        min_distance=args.min_distance, threshold=args.threshold,
+                        progress=progress)
     if not results:
         print(f"no focal series found in {' '.join(args.inputs)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(summary_table(results))
     print(f"summary: {Path(args.out) / 'summary.csv'}")
     return EXIT_BAD_INPUT if any(r.status != "done" for r in results) else 0
-
-
-SUBCOMMANDS = ("_add_reconstruct", "_add_models", "_add_watch", "_add_batch")
-"""Registration list: build_parser calls each of these that exists in this module."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -393,10 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"napari-exitwave {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in SUBCOMMANDS:
-        add = globals().get(name)
-        if add is not None:
-            add(sub)
+    for add in (_add_reconstruct, _add_models, _add_watch, _add_batch):
+        add(sub)
     return parser
 
 
@@ -408,6 +406,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     try:
+        check_options(args)  # before anything is read or computed
         return int(args.func(args) or 0)
     except (ExitWaveError, FileNotFoundError) as e:
         if debug:
