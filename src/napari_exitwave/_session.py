@@ -115,6 +115,19 @@ class ReconstructionSession:
         if self.cards and not self.ticked:
             self.tick(DEFAULT_MODEL if DEFAULT_MODEL in self.cards else next(iter(self.cards)))
 
+    def tick_for_series(self, n_images: int) -> str | None:
+        """Tick the network for a series of ``n_images`` images when no ticked one takes
+        that many (:func:`~napari_exitwave.model_cards.default_model_for`); returns the name
+        ticked, or None when the ticks stay as they are."""
+        from .model_cards import default_model_for
+
+        if any(self.cards[n].n_images == n_images for n in self.ticked):
+            return None
+        name = default_model_for(n_images, cards=self.cards)
+        if name is not None:
+            self.tick(name)
+        return name
+
     def add_model(self, model, tick: bool = True) -> str:
         """Add a model (card, name or .onnx/.json path); returns the name it is listed under.
 

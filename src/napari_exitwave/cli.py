@@ -128,19 +128,24 @@ def _load_series(spec: str, sampling):
     return series
 
 
-def _default_model(model):
+def _default_model(model, n_images: int | None = None):
+    """``model``, else the installed network for a series of ``n_images`` images."""
     from .errors import ModelError
-    from .inference import DEFAULT_MODEL, list_models
+    from .model_cards import DEFAULT_MODEL, default_model_for, list_models
 
     if model:
         return model
     models = list_models()
-    if DEFAULT_MODEL in models:
-        return DEFAULT_MODEL
-    if len(models) == 1:
-        return next(iter(models))
-    raise ModelError(f"no --model given and no default '{DEFAULT_MODEL}' model is installed (installed: "
-                     f"{', '.join(sorted(models)) or 'none'}); give --model NAME|PATH")
+    name = default_model_for(n_images, cards=models)
+    if name is not None:
+        return name
+    installed = ", ".join(f"{n} ({c.n_images} images)" for n, c in sorted(models.items()))
+    if n_images is not None and models:
+        raise ModelError(f"no --model given and no installed network takes {n_images} images "
+                         f"(installed: {installed}); give a focal series of that length or "
+                         "--model NAME|PATH of a network for it")
+    raise ModelError(f"no --model given and no default '{DEFAULT_MODEL}' model is installed "
+                     f"(installed: {installed or 'none'}); give --model NAME|PATH")
 
 
 def _cmd_reconstruct(args) -> int:
@@ -170,7 +175,8 @@ def _reconstruct(args) -> int:
     if not args.overwrite and (found := existing_outputs(args.out, stem, peaks)):
         raise OutputExistsError(f"{found[0]} exists (an earlier result); pass --overwrite to "
                                 "replace it, or choose another --out or --name")
-    model = _default_model(args.model) if args.method == "network" else args.model
+    model = (_default_model(args.model, series.n_images) if args.method == "network"
+             else args.model)
     Cs = None if args.Cs is None else args.Cs * 1e4  # um -> A
     progress = _progress_printer(args.quiet)
     rec = reconstruct_series(series, model, method=args.method, align=not args.no_align,

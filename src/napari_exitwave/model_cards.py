@@ -31,6 +31,7 @@ __all__ = [
     "list_models",
     "find_model",
     "models_for_n_images",
+    "default_model_for",
 ]
 
 DEFAULT_MODEL = "mos2"
@@ -303,6 +304,26 @@ def list_models(models_dir: str | os.PathLike | Sequence | None = None) -> dict[
                 continue
             found.setdefault(card.name, card)
     return found
+
+
+def default_model_for(n_images: int | None = None, models_dir=None,
+                      cards: dict[str, ModelCard] | None = None) -> str | None:
+    """The network to use when none is named, for a series of ``n_images`` images.
+
+    :data:`DEFAULT_MODEL` when it is installed and takes ``n_images`` (or ``n_images`` is
+    None); else the installed networks that take ``n_images``, preferring MoS2 ones (the
+    default's family), then by name; ``None`` when none takes ``n_images``. ``cards``: choose
+    among these instead of the installed ones.
+    """
+    if cards is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cards = list_models(models_dir)
+    fits = sorted(name for name, c in cards.items() if n_images is None or c.n_images == n_images)
+    if DEFAULT_MODEL in fits:
+        return DEFAULT_MODEL
+    family = [name for name in fits if name.startswith(DEFAULT_MODEL)]
+    return (family or fits or [None])[0]
 
 
 def models_for_n_images(n: int, models_dir=None) -> list[str]:

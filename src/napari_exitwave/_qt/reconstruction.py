@@ -158,6 +158,9 @@ class ReconstructionWidget(QWidget):
 
     def _on_series_changed(self) -> None:
         self.method_panel.set_defocus(self.series_panel.defocus())
+        layer = self.series_panel.current_layer()
+        if layer is not None and layer.ndim == 3:  # pick the network for this many images
+            self.session.tick_for_series(int(layer.data.shape[0]))
         self.update_check()
 
     def check(self):
