@@ -159,7 +159,8 @@ def table(results: list[dict], samples: int) -> str:
     lines.append("Commands (from the repository root, each row alone):")
     lines.append("")
     lines.append("```")
-    lines.extend(f"{r['row']}: exitwave-train {r['command']}"
+    here = os.getcwd() + "/"  # commands as run from the repository root
+    lines.extend(f"{r['row']}: exitwave-train {r['command'].replace(here, '')}"
                  for r in results if "command" in r and "error" not in r)
     lines.append("```")
     return "\n".join(lines)
@@ -187,6 +188,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="+", choices=sorted(ROWS), help="rows to run")
     p.add_argument("--feed-check", action="store_true", help="time the feed vs a train step")
     p.add_argument("--doc", help="Markdown file whose train_budget block gets the table")
+    p.add_argument("--report", action="store_true",
+                   help="run nothing: print (and with --doc write) the table of the results so far")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -196,7 +199,7 @@ def main(argv=None) -> int:
         return 0
     path = out / "results.json"
     results = {r["row"]: r for r in json.loads(path.read_text())} if path.exists() else {}
-    for name in args.only or sorted(ROWS):
+    for name in [] if args.report else (args.only or sorted(ROWS)):
         results[name] = run_row(name, args)
         path.write_text(json.dumps(sorted(results.values(), key=lambda r: r["row"]), indent=2)
                         + "\n")
