@@ -57,6 +57,8 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "M": ("A with 2 crops from each simulated series (half the feed's CPU time)",
           [*ADAM, "--crops-per-series", "2"]),
     "L": ("A with XLA (jit_compile)", [*ADAM, "--jit-compile"]),
+    "S": ("A with another seed (initial weights, data order, microscope draws): the noise of "
+          "one row", [*ADAM, "--seed", "1"]),
 }
 STEPS_PER_EPOCH = 25
 
@@ -72,8 +74,8 @@ def command(name: str, train: str, val: str, out: Path, samples: int, seed: int)
     epochs = max(1, round(samples / (batch * STEPS_PER_EPOCH)))
     return [sys.executable, "-m", "exitwave_training.cli", "train", "--train", train,
             "--val", val, "--out", str(out / name), *extra, "--epochs", str(epochs),
-            "--steps-per-epoch", str(STEPS_PER_EPOCH), "--val-samples", "16", "--seed",
-            str(seed), "--workers", "1", "--quiet"]
+            "--steps-per-epoch", str(STEPS_PER_EPOCH), "--val-samples", "16",
+            *([] if "--seed" in extra else ["--seed", str(seed)]), "--workers", "1", "--quiet"]
 
 
 def run_row(name: str, args) -> dict:
