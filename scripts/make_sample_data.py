@@ -49,6 +49,9 @@ SAMPLES = {  # name (napari_exitwave.data.SAMPLES: file prefix, pixel size) -> s
     "mos2-graphene-022": dict(dataset="mos2-graphene", size=128,
                               description="simulated MoS2 nanoflake on graphene at 0.22 A/px "
                                           "(abTEM multislice, 50 keV), 3-image focal series"),
+    "mos2-film": dict(dataset="mos2-graphene", size=256, structure={"support": {"film": 1.0}},
+                      description="simulated MoS2 nanoflake on a continuous graphene film "
+                                  "(abTEM multislice, 50 keV), 3-image focal series"),
 }
 DEFOCI = (-60.0, -10.0, 40.0)  # A, abTEM convention (defocus = -C10), 5 nm steps
 MICROSCOPE = dict(
@@ -73,7 +76,8 @@ def make(out: Path = OUT, seed: int = SEED, sample: str = "mos2") -> dict:
     spec = SAMPLES[sample]
     sampling, prefix = BUNDLED[sample]["sampling"], BUNDLED[sample]["prefix"]
     structure_config = StructureConfig(dataset=spec["dataset"], size=spec["size"],
-                                       sampling=sampling, flake_fraction=(0.85, 1.0))
+                                       sampling=sampling, flake_fraction=(0.85, 1.0),
+                                       **spec.get("structure", {}))
     rng = np.random.default_rng(seed)
     structure = make_structure(structure_config, rng)
     exitwave_config = ExitWaveConfig(device="cpu")

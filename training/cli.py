@@ -350,7 +350,8 @@ def _run_export(args) -> int:
         summary = evaluate(src, args.evaluate, src.parent / f"evaluation_{args.name}",
                            max_samples=args.max_samples)
         metrics = {k: summary.get(k) for k in ("rmse_real", "rmse_imag", "delta",
-                                               "peak_error_pm", "yscramble_rmse_real",
+                                               "peak_error_pm", "peak_error_pm_p90",
+                                               "missed_columns_fraction", "yscramble_rmse_real",
                                                "yscramble_rmse_imag", "n_samples")}
     card = export_checkpoint(src, args.out, args.name, description=args.description,
                              float16=args.float16, metrics=metrics)

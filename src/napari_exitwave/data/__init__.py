@@ -1,10 +1,12 @@
 """Bundled sample data: small simulated focal series with their true exit waves.
 
-Two samples, each a 3-image focal series with its truth (``SAMPLES``):
+Three samples, each a 3-image focal series with its truth (``SAMPLES``):
 
 - ``mos2`` (the default): an unsupported MoS2 nanoflake, 256 x 256 px at 0.105 A/px;
 - ``mos2-graphene-022``: MoS2 on graphene, 128 x 128 px at 0.22 A/px, the pixel size of the
-  paper's experimental series (for the ``mos2-graphene-022`` network).
+  paper's experimental series (for the ``mos2-graphene-022`` network);
+- ``mos2-film``: MoS2 on a continuous graphene film covering the field, 256 x 256 px at
+  0.105 A/px (for the ``mos2-graphene`` networks; ``reconstruct sample:mos2-film``).
 
 The files are made by ``scripts/make_sample_data.py`` (abTEM multislice -> physics image model)
 with :func:`napari_exitwave.io.write_series_tiff` and
@@ -30,6 +32,9 @@ SAMPLES: dict[str, dict] = {
              "description": "MoS2 nanoflake, 0.105 A/px, 3 images (simulated)"},
     "mos2-graphene-022": {"prefix": "sample_mosg22", "sampling": 0.22,
                           "description": "MoS2 on graphene, 0.22 A/px, 3 images (simulated)"},
+    "mos2-film": {"prefix": "sample_mosfilm", "sampling": 0.105,
+                  "description": "MoS2 on a continuous graphene film, 0.105 A/px, 3 images "
+                                 "(simulated; for the mos2-graphene networks)"},
 }
 """Bundled samples: file prefix, pixel size (A/px) and a one-line description."""
 
