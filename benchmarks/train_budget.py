@@ -29,8 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 # name -> (what it tests, extra `exitwave-train train` options). "A" is the recipe that made the
 # shipped networks before this study (scripts/train_models.sh: Adam 1e-3 constant, MSE); the
 # other rows change one thing of A (B, N, D: the schedule and optimizer).
@@ -84,7 +82,7 @@ def run_row(name: str, args) -> dict:
     print(">>", " ".join(cmd), flush=True)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONHASHSEED="0")
     t0 = time.time()
-    rc = subprocess.run(cmd, env=env, cwd=os.getcwd()).returncode
+    rc = subprocess.run(cmd, env=env).returncode
     wall = time.time() - t0
     if rc not in (0, 75):
         return dict(row=name, error=f"train exited {rc}", command=" ".join(cmd))

@@ -344,15 +344,12 @@ def _run_export(args) -> int:
         src = src / f"{args.which}.keras"
     metrics = None
     if args.evaluate:
-        from .evaluate import evaluate
+        from .evaluate import evaluate, headline
 
         # plots and summary go next to the checkpoint, not into the models folder
         summary = evaluate(src, args.evaluate, src.parent / f"evaluation_{args.name}",
                            max_samples=args.max_samples)
-        metrics = {k: summary.get(k) for k in ("rmse_real", "rmse_imag", "delta",
-                                               "peak_error_pm", "peak_error_pm_p90",
-                                               "missed_columns_fraction", "yscramble_rmse_real",
-                                               "yscramble_rmse_imag", "n_samples")}
+        metrics = headline(summary)
     card = export_checkpoint(src, args.out, args.name, description=args.description,
                              float16=args.float16, metrics=metrics)
     print(f"wrote {Path(args.out) / card['onnx_file']} and {args.name}.json "
@@ -376,12 +373,10 @@ def _add_evaluate(subparsers) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from .evaluate import evaluate
+    from .evaluate import evaluate, headline
 
     s = evaluate(args.model, args.data, args.out, max_samples=args.max_samples, seed=args.seed)
-    keys = ("n_samples", "rmse_real", "rmse_imag", "delta", "yscramble_rmse_real",
-            "yscramble_rmse_imag", "peak_error_pm", "missed_columns_fraction")
-    print(json.dumps({k: s.get(k) for k in keys}, indent=2))
+    print(json.dumps(headline(s), indent=2))
     return 0
 
 

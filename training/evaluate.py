@@ -22,7 +22,18 @@ import numpy as np
 
 from napari_exitwave import metrics, physics
 
-__all__ = ["load_predictor", "evaluate_arrays", "evaluate", "evaluate_run", "plot_histograms"]
+__all__ = ["load_predictor", "evaluate_arrays", "evaluate", "evaluate_run", "plot_histograms",
+           "HEADLINE_KEYS", "headline"]
+
+HEADLINE_KEYS = ("n_samples", "rmse_real", "rmse_imag", "delta", "yscramble_rmse_real",
+                 "yscramble_rmse_imag", "peak_error_pm", "peak_error_pm_p90",
+                 "missed_columns_fraction")
+"""The medians of a summary that a run's state, a model card and the CLI report."""
+
+
+def headline(summary: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`HEADLINE_KEYS` of an evaluation summary (``None`` where absent)."""
+    return {k: summary.get(k) for k in HEADLINE_KEYS}
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -245,10 +256,7 @@ def evaluate_run(run_dir: str | os.PathLike, which: str = "best") -> dict[str, A
                               seed=int(cfg.get("seed", 0)) + 7919, out_dir=run_dir / "evaluation",
                               ranges=ranges, use_stored_images=not cfg.get("ranges"))
     state["metrics_checkpoint"] = which
-    state["metrics"] = {k: summary.get(k) for k in
-                        ("rmse_real", "rmse_imag", "delta", "peak_error_pm",
-                         "missed_columns_fraction", "yscramble_rmse_real",
-                         "yscramble_rmse_imag", "n_samples")}
+    state["metrics"] = headline(summary)
     atomic_write_json(state, run_dir / "state.json")
     return state["metrics"]
 
