@@ -392,7 +392,8 @@ def _rfft_crop(spec: np.ndarray, new_shape: tuple[int, int]) -> np.ndarray:
     Rows as :func:`_fourier_crop_or_pad` keeps them; columns ``0 .. nx//2`` (the new grid's
     Nyquist column, for even ``nx``, from the old spectrum's ``+nx/2`` column). ``irfft2`` of
     the result equals ``ifft2(_fourier_crop_or_pad(fft2(a))).real`` except in the Nyquist
-    row/column, which the two symmetrise differently (~1e-7 of the image, tested).
+    row/column, which the two symmetrise differently (<= 1e-6 of the image;
+    tests/test_physics.py checks the whole image model against its public steps).
     """
     oy = spec.shape[0]
     ny, nx = new_shape
