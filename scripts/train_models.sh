@@ -3,6 +3,7 @@
 #
 #   scripts/train_models.sh mos2-graphene-a            # one network
 #   scripts/train_models.sh all                        # every recipe, in order
+#   scripts/train_models.sh estimator                  # the aberration estimator (models/aberrations.*)
 #   PRESET=paper TRAIN_MINUTES=600 scripts/train_models.sh 2d     # paper scale (GPU)
 #
 # Each step resumes: rerunning a command continues an interrupted simulation (finished samples
@@ -28,8 +29,8 @@ CPU_NOTE="CPU-trained on 2 cores (preset $PRESET), far below paper quality; to b
 recipe() {
     case "$1" in
     mos2)  # the demo network (trained first, with scripts/train_shipped_mos2.sh's settings)
-        TAG=mos2; SIM="--dataset mos2"; NT=${N_TRAIN:-800}; NV=${N_VAL:-200}; SEED=0; CROP=128
-        MIN=${TRAIN_MINUTES:-40}
+        TAG=mos2; SIM="--dataset mos2"; NT=${N_TRAIN:-1000}; NV=${N_VAL:-200}; SEED=0; CROP=128
+        MIN=${TRAIN_MINUTES:-130}; FROM=mos2-graphene-a  # the first run started from its weights
         DESC="unsupported MoS2 nanoflakes, 50 keV, 0.105 A/px, 3 images (Table 1 ranges)" ;;
     mos2-graphene-a|mos2-graphene-b)  # two independent networks (own initialisation and data order)
         TAG=mosg; SIM="--dataset mos2-graphene"; NT=${N_TRAIN:-600}; NV=${N_VAL:-150}; CROP=128
@@ -52,11 +53,16 @@ recipe() {
 train_one() {
     local name=$1 start
     start=$(date +%s)
-    EXTRA=""
+    EXTRA=""; FROM=""
     recipe "$name"
-    # continue the shipped checkpoint when the run folder is not here (a fresh machine)
+    # continue the shipped checkpoint when the run folder is not here (a fresh machine); a
+    # network with none starts from its recipe's FROM network (transfer), else from scratch
+    local cmd=train
     if [ -f "$MODELS_DIR/checkpoints/$name.keras" ]; then
         EXTRA="$EXTRA --init-from $MODELS_DIR/checkpoints/$name.keras"
+    elif [ -n "${FROM:-}" ] && [ ! -f "data/runs/$name/state.json" ]; then
+        cmd=finetune
+        EXTRA="$EXTRA --from $MODELS_DIR/checkpoints/$FROM.keras"
     fi
     local split_train="" split_val=""
     if [ "$TAG" = 2d ]; then split_train="--split train"; split_val="--split validation"; fi
@@ -71,10 +77,13 @@ train_one() {
     echo ">> [$name] training ($PRESET, seed $SEED, at most $MIN min)"
     set +e
     # shellcheck disable=SC2086
-    "$T" train --train "data/$TAG-train.zarr" --val "data/$TAG-val.zarr" --out "data/runs/$name" \
-        --preset "$PRESET" --epochs 500 --batch-size 8 --crop "$CROP" --optimizer adam --lr 1e-3 \
-        --drift 1 $EXTRA --workers "$WORKERS" --val-samples 24 --seed "$SEED" --max-minutes "$MIN" \
-        --snapshot-every 4 --quiet
+    local only_train="--preset $PRESET --val-samples 24 --snapshot-every 4"
+    [ "$cmd" = finetune ] && only_train=""
+    # shellcheck disable=SC2086
+    "$T" $cmd --train "data/$TAG-train.zarr" --val "data/$TAG-val.zarr" --out "data/runs/$name" \
+        --epochs 500 --batch-size 8 --crop "$CROP" --optimizer adam --lr 1e-3 \
+        --drift 1 $EXTRA --workers "$WORKERS" --seed "$SEED" --max-minutes "$MIN" \
+        $only_train --quiet
     local rc=$?
     set -e
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 75 ]; then exit "$rc"; fi
@@ -91,7 +100,16 @@ if [ $# -ne 1 ]; then
     sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
-if [ "$1" = all ]; then
+estimator() {  # the aberration estimator (napari_exitwave.estimate), on the MoS2 data sets
+    "$T" estimator --train data/mos2-train.zarr data/mosg-train.zarr \
+        --val data/mos2-val.zarr data/mosg-val.zarr --out data/runs/estimator \
+        --max-minutes "${TRAIN_MINUTES:-28}" --steps 50 --batch-size 16 --workers "$WORKERS" \
+        --export aberrations --models "$MODELS_DIR"
+}
+
+if [ "$1" = estimator ]; then
+    estimator
+elif [ "$1" = all ]; then
     for n in mos2 mos2-graphene-a mos2-graphene-b 2d mos2-graphene-022; do train_one "$n"; done
 else
     train_one "$1"

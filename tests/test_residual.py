@@ -35,10 +35,12 @@ def test_true_wave_and_parameters_give_noise_level(mtf):
     r = physics_residual(wave, SAMPLING, images, params)
     assert r.reduced_chi2 == pytest.approx(1.0, abs=0.12), r.chi2
     np.testing.assert_allclose(r.gain, 1.0, atol=0.02)
-    # a camera's gain and offset do not change it
-    scaled = physics_residual(wave, SAMPLING, 250 * images + 30, params)
+    # a camera's gain, and a known offset (dark level), do not change it
+    scaled = physics_residual(wave, SAMPLING, 250 * images + 30, params, offset=30)
     assert scaled.reduced_chi2 == pytest.approx(r.reduced_chi2, rel=1e-6)
     np.testing.assert_allclose(scaled.gain, 250 * r.gain, rtol=1e-6)
+    with pytest.raises(ValueError, match="not zero-mean normalised"):
+        physics_residual(wave, SAMPLING, physics.normalize_series(images), params)
 
 
 def test_wrong_wave_order_or_parameters_raise_the_residual():
@@ -47,13 +49,16 @@ def test_wrong_wave_order_or_parameters_raise_the_residual():
                                            rng=np.random.default_rng(1))
     good = physics_residual(wave, SAMPLING, images, params).reduced_chi2
     other = physics_residual(_wave(7), SAMPLING, images, params).reduced_chi2
-    vacuum = physics_residual(np.ones_like(wave), SAMPLING, images[:, :, :], params,
-                              fit_gain=False).reduced_chi2
+    vacuum = physics_residual(np.ones_like(wave), SAMPLING, images, params).reduced_chi2
+    # too little contrast (a network's typical error) must not lower the figure: the gain
+    # comes from the means, not from a fit that would scale a weak wave up
+    weak = physics_residual(np.exp(0.5j * np.angle(wave)) * np.abs(wave), SAMPLING, images,
+                            params).reduced_chi2
     reversed_order = physics_residual(wave, SAMPLING, images[::-1], params).reduced_chi2
     wrong_defocus = [dataclasses.replace(p, defocus=p.defocus + 30) for p in params]
     defocus_off = physics_residual(wave, SAMPLING, images, wrong_defocus).reduced_chi2
-    for bad in (other, vacuum, reversed_order, defocus_off):
-        assert bad > 3 * good, (good, other, vacuum, reversed_order, defocus_off)
+    for bad in (other, vacuum, weak, reversed_order, defocus_off):
+        assert bad > 3 * good, (good, other, vacuum, weak, reversed_order, defocus_off)
 
 
 def test_bad_inputs_are_clear_errors():

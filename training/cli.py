@@ -380,10 +380,62 @@ def _run_evaluate(args) -> int:
     return 0
 
 
+# --- estimator ----------------------------------------------------------------------------
+def _add_estimator(subparsers) -> None:
+    p = subparsers.add_parser(
+        "estimator", help="train (and export) the aberration estimator",
+        description="Train the small CNN that reads defocus, Cs, C12, C21, focal spread, blur "
+                    "and dose off a focal series (napari_exitwave.estimate), on exit waves of "
+                    "one or more data sets imaged on the fly; continues OUT when it holds a "
+                    "run. With --export NAME, writes <models>/NAME.onnx and its card (kind: "
+                    "aberrations) with the per-parameter errors on the validation series.")
+    p.add_argument("--train", nargs="+", required=True, help="training data sets (Zarr)")
+    p.add_argument("--val", nargs="+", required=True, help="validation data sets (Zarr)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--max-minutes", type=float, default=20.0)
+    p.add_argument("--epochs", type=int, default=1000, help="epochs of --steps batches")
+    p.add_argument("--steps", type=int, default=50, help="batches per epoch (default: 50)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--max-val-waves", type=int, default=60,
+                   help="validation series per validation data set (default: 60)")
+    p.add_argument("--export", metavar="NAME", help="export the best checkpoint as NAME")
+    p.add_argument("--models", default="models", help="folder for --export (default: models)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_run_estimator)
+
+
+def _run_estimator(args) -> int:
+    from .estimator import export_estimator, train_estimator
+
+    try:
+        state = train_estimator(args.train, args.val, args.out, batch_size=args.batch_size,
+                                steps_per_epoch=args.steps, epochs=args.epochs, lr=args.lr,
+                                max_minutes=args.max_minutes, seed=args.seed,
+                                workers=args.workers, max_val_waves=args.max_val_waves,
+                                verbose=0 if args.quiet else 1)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"exitwave-train estimator: {exc}", file=sys.stderr)
+        return 2
+    print(f"{state['epoch']} epochs, best validation loss {state['best_val_loss']:.4f} "
+          f"(epoch {state.get('best_epoch')})")
+    if args.export:
+        path = export_estimator(args.out, args.models, args.export)
+        card = json.loads(path.with_suffix(".json").read_text())
+        print(f"wrote {path} and {path.with_suffix('.json').name}")
+        for k, e in card["metrics"].get("errors", {}).items():
+            print(f"  {k:<13} median |error| {e['median_abs_error']:.3g} {e['unit']} "
+                  f"(trivial {e['trivial_median_abs_error']:.3g})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exitwave-train", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_simulate, _add_train, _add_finetune, _add_export, _add_evaluate, _add_ship):
+    for add in (_add_simulate, _add_train, _add_finetune, _add_export, _add_evaluate, _add_ship,
+                _add_estimator):
         add(sub)
     return parser
 

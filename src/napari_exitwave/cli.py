@@ -222,7 +222,7 @@ def _cmd_models(args) -> int:
     from .errors import ModelError
     from .inference import list_models, models_dirs
 
-    models = list_models(args.dir)
+    models = list_models(args.dir, kind=None)  # exit-wave networks and estimators
     if args.json:
         print(json.dumps({n: c.to_dict() for n, c in models.items()}, indent=2, default=str))
         return 0

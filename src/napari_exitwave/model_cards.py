@@ -40,6 +40,9 @@ DEFAULT_MODEL = "mos2"
 MODELS_ENV = "NAPARI_EXITWAVE_MODELS"
 """Environment variable with extra model folders (``os.pathsep``-separated), searched first."""
 
+EXIT_WAVE_KIND = "exit-wave"
+"""``kind`` of an exit-wave network's card (the default when a card names none)."""
+
 VERIFIED = "sha256 ok"
 UNVERIFIED = "unverified"
 
@@ -251,6 +254,9 @@ class ModelCard:
     def summary(self) -> str:
         """One line for listings."""
         s = f"{self.sampling:.4g} A/px" if self.sampling else "sampling unknown"
+        if self.extra.get("kind", EXIT_WAVE_KIND) != EXIT_WAVE_KIND:
+            return (f"{self.name}: {self.extra['kind']} estimator, {self.n_images} images, {s}"
+                    f" - {self.description}")
         step = f", step {self.defocus_step:g} A" if self.defocus_step else ""
         mt = self.metrics if isinstance(self.metrics, dict) else {}
         parts = [f"{k.split('_')[1]} {mt[k]:.3g}" for k in ("rmse_real", "rmse_imag")
@@ -288,9 +294,13 @@ def models_dirs(models_dir: str | os.PathLike | Sequence | None = None) -> list[
     return out
 
 
-def list_models(models_dir: str | os.PathLike | Sequence | None = None) -> dict[str, ModelCard]:
+def list_models(models_dir: str | os.PathLike | Sequence | None = None,
+                kind: str | None = EXIT_WAVE_KIND) -> dict[str, ModelCard]:
     """Model cards found in the model folders (see :func:`models_dirs`), by name.
 
+    ``kind``: the cards' ``"kind"`` to list: ``"exit-wave"`` (the default; cards without a
+    kind are exit-wave networks), ``"aberrations"`` (the estimators of
+    :mod:`napari_exitwave.estimate`), or ``None`` for every card.
     A card that cannot be read is skipped with a warning; the first card of a name wins.
     Hashes are not checked here (:meth:`ModelCard.verify` does, when a model is loaded).
     """
@@ -302,7 +312,8 @@ def list_models(models_dir: str | os.PathLike | Sequence | None = None) -> dict[
             except ModelError as e:
                 warnings.warn(f"skipping model card {js}: {e}", stacklevel=2)
                 continue
-            found.setdefault(card.name, card)
+            if kind is None or card.extra.get("kind", EXIT_WAVE_KIND) == kind:
+                found.setdefault(card.name, card)
     return found
 
 
@@ -367,7 +378,7 @@ def find_model(model: "str | os.PathLike | ModelCard",
         return ModelCard(name=p.stem, onnx_file=str(p.resolve()), sampling=None,
                          n_images=_static_n_images(p) or 3,
                          description="ONNX file without a model card")
-    models = list_models(models_dir)
+    models = list_models(models_dir, kind=None)
     if str(model) in models:
         return models[str(model)]
     where = ", ".join(str(d) for d in models_dirs(models_dir)) or "no model folder found"
