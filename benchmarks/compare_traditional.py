@@ -217,6 +217,24 @@ def ablation(sample, sampling, args, rmse) -> str:
     return "\n".join(out)
 
 
+def _estimated_parameters(images, pick, true_defocus, sampling, log):
+    """All 11 images' parameters from the estimator run on the network's 3 images: their
+    defoci fitted by a line through the estimated ones (the series' nominal 1 nm steps), every
+    other value shared; ``None`` when no estimator is installed."""
+    try:
+        from napari_exitwave.estimate import estimate_aberrations
+
+        est = estimate_aberrations(images[pick], sampling)
+    except Exception as e:  # noqa: BLE001 - the comparison runs without an estimator too
+        log(f"  no estimate ({type(e).__name__}: {e})")
+        return None
+    import dataclasses
+
+    slope, icpt = np.polyfit(pick, est.defocus, 1)
+    return [dataclasses.replace(est.params[0], defocus=float(icpt + slope * i))
+            for i in range(len(images))]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None,
@@ -239,6 +257,10 @@ def main(argv=None) -> int:
                          "the withheld blur/MTF/coma, not the shot noise, dominate the error")
     ap.add_argument("--envelope-cutoff", type=float, default=0.3,
                     help="GS updates only where the focal-spread envelope exceeds this")
+    ap.add_argument("--refine", action="store_true",
+                    help="also refine the network's wave against all 11 images "
+                         "(napari_exitwave.refine), with the true and the estimated parameters")
+    ap.add_argument("--refine-iter", type=int, default=60, help="refinement iterations")
     ap.add_argument("--no-write", action="store_true", help="do not write docs/ files")
     ap.add_argument("--doc", default=str(DOC),
                     help="Markdown file whose results block is rewritten (figures go to "
@@ -303,6 +325,20 @@ def main(argv=None) -> int:
             pick = np.round(np.linspace(0, 10, rec.card.n_images)).astype(int)
             recs["network"] = rec.predict(
                 physics.normalize_series(s["images"][pick])).astype(complex)
+            if args.refine:  # the network's answer refined against all 11 images
+                from napari_exitwave.refine import refine_exit_wave
+
+                t = time.perf_counter()
+                recs["refined_all"] = refine_exit_wave(
+                    recs["network"], sampling, s["images"], p,
+                    iterations=args.refine_iter).exit_wave.astype(complex)
+                r_t = time.perf_counter() - t
+                est_p = _estimated_parameters(s["images"], pick, d, sampling, log)
+                if est_p is not None:
+                    recs["refined_est"] = refine_exit_wave(
+                        recs["network"], sampling, s["images"], est_p,
+                        iterations=args.refine_iter).exit_wave.astype(complex)
+                log(f"  refinement {r_t:.1f} s")
         r = {"index": s["index"], "gs_seconds": t_gs, "gs_errors": gs.errors.tolist(),
              "params": p[0].to_dict(), "defocus": d,
              "info": {k: s["info"].get(k) for k in ("material", "n_atoms", "distance",
@@ -329,7 +365,7 @@ def main(argv=None) -> int:
                  f"`benchmarks/compare_traditional.py --n {args.n} --seed {args.seed} --size "
                  f"{args.size} --n-iter {args.n_iter} --wiener-eps {args.wiener_eps} "
                  f"--dataset {args.dataset}{' --data ' + args.data if args.data else ''} "
-                 f"--envelope-cutoff {args.envelope_cutoff}`; {net_note}. Metrics from "
+                 f"--envelope-cutoff {args.envelope_cutoff}{' --refine' if args.refine else ''}`; {net_note}. Metrics from "
                  f"{metrics_source}. {args.n} {source}, at {sampling:.4g} A/px "
                  f"({samples[0]['target'].shape[-1]} px), made in {t_sim:.0f} s, 11 images "
                  f"1 nm apart each. Percentiles picked by the "
@@ -346,7 +382,10 @@ def main(argv=None) -> int:
         return f"{x['complex']:.4f} ({x['real']:.4f} / {x['imag']:.4f})"
 
     n_net = rec.card.n_images if rec is not None else 3
-    names = [("network", "network", n_net), ("gs", "Gerchberg-Saxton", 11),
+    names = [("network", "network", n_net),
+             ("refined_all", "network + refinement, all parameters known", 11),
+             ("refined_est", "network + refinement, estimated parameters", 11),
+             ("gs", "Gerchberg-Saxton", 11),
              ("wiener", "Wiener (GS start)", 11),
              ("gs_all", "GS, all parameters known", 11),
              ("wiener_all", "Wiener, all parameters known", 11),
