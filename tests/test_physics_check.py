@@ -6,79 +6,28 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
+from estimate_stand_in import true_parameters, install_no_estimator, install_stand_in
 
-from napari_exitwave import physics
-from napari_exitwave.data import _path, load_sample_exit_wave, load_sample_series
+from napari_exitwave.data import load_sample_exit_wave, load_sample_series
 from napari_exitwave.reconstruct import reconstruct_series
-
-
-def _true_parameters(sample="mos2"):
-    with open(_path("parameters.json", sample)) as f:
-        return [physics.MicroscopeParameters.from_dict(d) for d in json.load(f)["microscope"]]
-
-
-@dataclasses.dataclass
-class FakeEstimate:
-    """What the lead's ``AberrationEstimate`` offers (params, values, units, ranges,
-    warnings, model, rows(), to_dict())."""
-
-    params: list
-    values: dict
-    units: dict
-    ranges: dict
-    warnings: list
-    model: str = "stand-in"
-
-    def rows(self):
-        return [(k, f"{v:.1f} {self.units[k]}", "{:g} to {:g}".format(*self.ranges[k]))
-                for k, v in self.values.items()]
-
-    def to_dict(self):
-        return {"model": self.model, "values": dict(self.values), "units": dict(self.units),
-                "training_ranges": {k: list(v) for k, v in self.ranges.items()},
-                "warnings": list(self.warnings)}
 
 
 @pytest.fixture
 def stand_in(monkeypatch):
-    """Install a stand-in ``napari_exitwave.estimate`` that returns the true parameters of
-    the mos2 sample; ``calls`` records (n, shape, sampling) of every call."""
-    true = _true_parameters()
-    calls = []
-
-    def estimate_aberrations(images, sampling, model=None, providers="auto"):
-        calls.append((np.shape(images), float(sampling)))
-        p = true[0]
-        values = {"defocus_mean": float(np.mean([q.defocus for q in true])),
-                  "defocus_step": true[1].defocus - true[0].defocus, "Cs": p.Cs / 1e4,
-                  "focal_spread": p.focal_spread, "blur": p.blur, "dose": p.dose}
-        units = {"defocus_mean": "A", "defocus_step": "A", "Cs": "um", "focal_spread": "A",
-                 "blur": "px", "dose": "e/A^2"}
-        ranges = {k: (-1e5, 1e5) for k in values}
-        return FakeEstimate(list(true), values, units, ranges, ["Cs = -8 um is outside"])
-
-    mod = types.ModuleType("napari_exitwave.estimate")
-    mod.default_estimator = lambda models_dir=None: "stand-in"
-    mod.estimate_aberrations = estimate_aberrations
-    monkeypatch.setitem(sys.modules, "napari_exitwave.estimate", mod)
-    return calls
+    return install_stand_in(monkeypatch)
 
 
 @pytest.fixture
 def no_estimator(monkeypatch):
-    mod = types.ModuleType("napari_exitwave.estimate")
-    mod.default_estimator = lambda models_dir=None: None
-    monkeypatch.setitem(sys.modules, "napari_exitwave.estimate", mod)
+    install_no_estimator(monkeypatch)
 
 
-def test_residual_with_the_true_parameters_is_near_the_noise(no_estimator):
+def test_residual_with_thetrue_parameters_is_near_the_noise(no_estimator):
     series = load_sample_series("mos2")
-    rec = reconstruct_series(series, "mos2", physics_check=True, microscope=_true_parameters())
+    rec = reconstruct_series(series, "mos2", physics_check=True, microscope=true_parameters())
     assert rec.estimate is None and rec.residual is not None
     assert rec.residual.images.shape == (3,) + rec.exit_wave.shape
     assert np.isfinite(rec.reduced_chi2) and 0.3 < rec.reduced_chi2 < 3
@@ -93,7 +42,7 @@ def test_the_residual_separates_a_wrong_exit_wave():
 
     series = load_sample_series("mos2")
     wave, s, _ = load_sample_exit_wave("mos2")
-    true = _true_parameters()
+    true = true_parameters()
     good, _ = check_residual(wave, s, series.images, true, params_sampling=s)
     moved = np.roll(wave, (3, 2), axis=(0, 1))  # the right columns 0.4 A off
     bad, _ = check_residual(moved, s, series.images, true, s)
@@ -143,7 +92,7 @@ def test_gs_without_parameters_runs_on_the_estimate(stand_in):
     series = load_sample_series("mos2")
     series.defocus = None
     rec = reconstruct_series(series, method="gs", n_iter=3, physics_check="auto")
-    true = _true_parameters()
+    true = true_parameters()
     assert rec.metadata["defocus"] == [p.defocus for p in true]
     assert rec.metadata["Cs"] == true[0].Cs and rec.metadata["focal_spread"] == 10.0
     said = [w for w in rec.warnings if w.startswith("gs uses the estimated defocus")]
