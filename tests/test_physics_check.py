@@ -136,3 +136,17 @@ def test_batch_summary_has_the_reduced_chi2(stand_in, tmp_path):
     r = reconstruct_file(str(tmp_path / "a.tif"), str(tmp_path / "out"), reconstruct_fn=fn)
     assert r.status == "done" and 0 < r.reduced_chi2 < 3
     assert "chi2_red" in summary_table([r]).splitlines()[0]
+
+
+def test_live_ledger_has_the_reduced_chi2(tmp_path):
+    from types import SimpleNamespace
+
+    from napari_exitwave.live._ledger import Ledger
+    from napari_exitwave.live._watcher import SeriesResult
+
+    ledger = Ledger(tmp_path, tmp_path, {"mode": "count"})
+    rec = SimpleNamespace(residual=SimpleNamespace(reduced_chi2=1.23456))
+    ledger.finish(SeriesResult("s1", ["a.tif"], "done", rec, ["a.npy"], 0.5), [])
+    ledger.finish(SeriesResult("s2", ["b.tif"], "done", object(), ["b.npy"], 0.5), [])
+    saved = json.loads((tmp_path / "live-ledger.json").read_text())["series"]
+    assert saved["s1"]["reduced_chi2"] == 1.2346 and saved["s2"]["reduced_chi2"] is None
