@@ -99,10 +99,21 @@ def test_gs_without_parameters_runs_on_the_estimate(stand_in):
     assert len(said) == 1 and "Cs -8 um" in said[0] and "focal spread 10.0 A" in said[0]
     assert len(stand_in) == 1  # estimated once, reused by the check
     assert rec.residual is not None and rec.residual.images.shape == (3, 256, 256)
-    # what the user gave is kept
-    rec = reconstruct_series(series, method="wiener", defocus=[-60, -10, 40], Cs=0.0)
-    assert rec.metadata["Cs"] == 0.0 and any("focal spread 10.0 A" in w and "Cs" not in w
-                                             for w in rec.warnings)
+    # what the user gave is kept; with a defocus given nothing comes from the estimate
+    rec = reconstruct_series(series, method="wiener", Cs=-1e4, physics_check=False)
+    assert rec.metadata["Cs"] == -1e4 and any("focal spread 10.0 A" in w and "Cs" not in w
+                                              for w in rec.warnings)
+    rec = reconstruct_series(series, method="wiener", defocus=[-60, -10, 40],
+                             physics_check=False)
+    assert rec.metadata["Cs"] is None and rec.estimate is None and len(stand_in) == 2
+    assert not any("estimated" in w for w in rec.warnings)
+    # with the check on, a Cs and focal spread not given come from the estimate too
+    rec = reconstruct_series(series, method="gs", n_iter=3, defocus=[-60, -10, 40],
+                             physics_check="auto")
+    assert rec.metadata["Cs"] == true[0].Cs and rec.metadata["defocus"] == [-60, -10, 40]
+    assert any(w.startswith("gs uses the estimated Cs -8 um, focal spread 10.0 A")
+               for w in rec.warnings)
+    assert rec.residual is not None and rec.reduced_chi2 > 0
 
 
 def test_cli_prints_and_writes_the_check(stand_in, tmp_path, capsys):

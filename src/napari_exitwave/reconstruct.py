@@ -239,14 +239,17 @@ def iter_reconstruct(series, model=None, *, method: str = "network", align: bool
         if energy is None:
             energy = (card.energy if card is not None else
                       series.metadata.get("energy") or physics.DEFAULT_ENERGY)
-        if d is None or Cs is None or focal_spread is None:
-            # the traditional methods need the defocus (and use Cs, the focal spread):
-            # what the user did not give comes from the estimate, when there is an estimator
+        from ._check import estimator_available
+
+        if d is None or (physics_check is not False and (Cs is None or focal_spread is None)
+                         and estimator_available(estimator) is not None):
+            # the traditional methods need the defocus: without it (none given, none in the
+            # file) the defocus, and Cs and the focal spread where not given, come from the
+            # estimate when an estimator is installed; with the physics check on, so do a
+            # missing Cs and focal spread (the check compares with the estimated microscope)
             yield 0.1, "estimating the microscope"
             estimate, est_sampling = yield from _estimate(images, s_in, estimator, providers,
-                                                          warnings, timings,
-                                                          quiet=physics_check is False
-                                                          and d is not None)
+                                                          warnings, timings)
             if estimate is not None:
                 d, Cs, focal_spread = _fill_from_estimate(method, estimate, d, Cs,
                                                           focal_spread, warnings, meta)
@@ -262,8 +265,8 @@ def iter_reconstruct(series, model=None, *, method: str = "network", align: bool
         yield 0.95, "physics check"
         estimate, residual = yield from _physics_check(
             physics_check, wave, out_sampling, seen, estimate, est_sampling, estimator,
-            providers, warnings, timings, meta, series_sampling=s_in, defocus=d, Cs=Cs, focal_spread=focal_spread,
-            dose=dose, microscope=microscope, energy=check_energy)
+            providers, warnings, timings, meta, series_sampling=s_in, defocus=d, Cs=Cs,
+            focal_spread=focal_spread, dose=dose, microscope=microscope, energy=check_energy)
     timings["total"] = time.perf_counter() - t_start
     yield 1.0, "done"
     return Reconstruction(exit_wave=np.asarray(wave).astype(np.complex64, copy=False),
@@ -302,6 +305,7 @@ def _fill_from_estimate(method, estimate, d, Cs, focal_spread, warnings: list, m
     if focal_spread is None:
         focal_spread = float(estimate.params[0].focal_spread)
         took.append(f"focal spread {focal_spread:.1f} A")
+    meta["estimate"] = estimate.to_dict()
     if took:
         warnings.append(f"{method} uses the estimated {', '.join(took)} (from {estimate.model}; "
                         "none given)")
@@ -455,7 +459,8 @@ def reconstruct_series(series, model=None, *, method: str = "network", align: bo
         defocus step otherwise.
     Cs, focal_spread : float, optional
         Spherical aberration (A; 1 um = 1e4 A) and focal spread (A) for ``gs``/``wiener``
-        (default 0).
+        (default 0; the estimate's when not given and no defocus is given or the physics
+        check is on, see ``physics_check``).
     progress : callable(fraction, message), optional
         Called with every item :func:`iter_reconstruct` yields.
     cancel : callable() -> bool, optional
@@ -481,7 +486,9 @@ def reconstruct_series(series, model=None, *, method: str = "network", align: bo
         the parameters are given (``defocus``/``microscope``) and say in the warnings why not
         otherwise; ``False`` (default) skips it. The residual needs a dose: the estimate's,
         ``dose`` or ``microscope``'s. ``gs``/``wiener`` use the estimated defocus, Cs and
-        focal spread where none are given, whatever ``physics_check`` (and say so).
+        focal spread when no defocus is given (none in the file either), whatever
+        ``physics_check``; with the check on, also a Cs or focal spread not given; they say
+        so in the warnings.
     dose : float, optional
         Electron dose per image, e/A^2, for the residual's noise model (overrides the
         estimate's).
