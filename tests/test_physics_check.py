@@ -25,7 +25,7 @@ def no_estimator(monkeypatch):
     install_no_estimator(monkeypatch)
 
 
-def test_residual_with_thetrue_parameters_is_near_the_noise(no_estimator):
+def test_residual_with_the_true_parameters_is_near_the_noise(no_estimator):
     series = load_sample_series("mos2")
     rec = reconstruct_series(series, "mos2", physics_check=True, microscope=true_parameters())
     assert rec.estimate is None and rec.residual is not None
@@ -130,10 +130,22 @@ def test_cli_prints_and_writes_the_check(stand_in, tmp_path, capsys):
     assert meta["physics_residual"]["reduced_chi2"] > 0 and meta["estimate"]["values"]
     res = read_series(str(tmp_path / "sample_residual.tif"))
     assert res.images.shape == (3, 256, 256) and res.sampling == pytest.approx(0.105)
+    # an earlier residual file is kept unless --overwrite (and is no output without the option)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "sample_residual.tif").write_bytes(b"earlier")
+    code = cli.main(["reconstruct", "sample", "--out", str(tmp_path / "b"), "-q",
+                     "--no-peaks", "--residual-images"])
+    assert code == 2 and (tmp_path / "b" / "sample_residual.tif").read_bytes() == b"earlier"
+    assert not (tmp_path / "b" / "sample.json").exists()
+    code = cli.main(["reconstruct", "sample", "--out", str(tmp_path / "b"), "-q",
+                     "--no-peaks"])
+    assert code == 0 and (tmp_path / "b" / "sample_residual.tif").read_bytes() == b"earlier"
+    capsys.readouterr()
     code = cli.main(["reconstruct", "sample", "--out", str(tmp_path), "-q", "--no-peaks",
-                     "--overwrite", "--no-check"])
+                     "--overwrite", "--no-check", "--residual-images"])
     out = capsys.readouterr().out
-    assert code == 0 and "physics residual" not in out
+    assert code == 0 and "physics residual:" not in out
+    assert "no residual images written" in out
     assert "physics_residual" not in json.loads((tmp_path / "sample.json").read_text())
 
 

@@ -198,7 +198,8 @@ def _reconstruct(args) -> int:
     bundled = series.source == "sample" or series.source.startswith("sample:")
     stem = args.name or (series.source.replace(":", "_") if bundled else Path(series.source).stem)
     peaks = not args.no_peaks
-    if not args.overwrite and (found := existing_outputs(args.out, stem, peaks)):
+    if not args.overwrite and (found := existing_outputs(args.out, stem, peaks,
+                                                         args.residual_images)):
         raise OutputExistsError(f"{found[0]} exists (an earlier result); pass --overwrite to "
                                 "replace it, or choose another --out or --name")
     model = (_default_model(args.model, series.n_images) if args.method == "network"
@@ -227,6 +228,8 @@ def _reconstruct(args) -> int:
     _print_check(rec)
     for w in rec.warnings:
         print(f"warning: {w}")
+    if args.residual_images and rec.residual is None:
+        print("warning: no residual images written: the physics residual was not computed")
     for kind, path in written.items():
         print(f"wrote:   {path}")
     return 0

@@ -87,10 +87,12 @@ def output_names(stem: str, peaks: bool = True, residual: bool = False) -> dict[
     return names
 
 
-def existing_outputs(out: str | os.PathLike, stem: str, peaks: bool = True) -> list[Path]:
+def existing_outputs(out: str | os.PathLike, stem: str, peaks: bool = True,
+                     residual: bool = False) -> list[Path]:
     """Outputs of ``stem`` already in ``out`` (links included, whether or not they resolve)."""
     out = Path(out)
-    return [out / n for n in output_names(stem, peaks).values() if os.path.lexists(out / n)]
+    return [out / n for n in output_names(stem, peaks, residual).values()
+            if os.path.lexists(out / n)]
 
 
 def check_output_folder(out: str | os.PathLike, create: bool = True) -> Path:
@@ -216,7 +218,7 @@ def write_result(rec: Any, out: str | os.PathLike, stem: str, *, peaks: bool = T
     out.mkdir(parents=True, exist_ok=True)
     residual = getattr(rec, "residual", None) if residual_images else None
     names = output_names(stem, peaks, residual=residual is not None)
-    if not overwrite and (found := existing_outputs(out, stem, peaks)):
+    if not overwrite and (found := existing_outputs(out, stem, peaks, residual_images)):
         raise OutputExistsError(f"{found[0]} exists (an earlier result); pass --overwrite "
                                 "(overwrite=True) to replace it or choose another --out/--name")
     meta = _metadata(rec, wave)
