@@ -354,6 +354,9 @@ def _physics_check(mode, wave, sampling, images, estimate, est_sampling, estimat
     timings["residual"] = time.perf_counter() - t
     if residual is None:
         failed = "does not follow the model" in str(why)  # the check ran and failed
+        if failed and estimate is None and given.get("microscope") is None:
+            why += (" (no estimate: only the defocus, Cs, focal spread and dose given were "
+                    "used; the other aberrations, the blur and the detector MTF taken as none)")
         meta["physics_residual"] = {"failed" if failed else "skipped": why}
         warnings.append(f"physics check {'failed' if failed else 'skipped'}: {why}"
                         if failed else f"physics residual skipped: {why}")
