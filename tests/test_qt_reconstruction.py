@@ -415,3 +415,31 @@ def test_the_shipped_default_network_is_ticked_and_visible(viewer_widget):
     assert ticked == [DEFAULT_MODEL]
     assert widget.model_list.currentItem().data(Qt.UserRole) == DEFAULT_MODEL
     assert widget.card_label.text().startswith(f"<b>{DEFAULT_MODEL}</b>")
+
+
+def test_physics_check_table_and_residual_layer(qtbot, tmp_path, viewer_widget, monkeypatch):
+    from estimate_stand_in import install_stand_in
+
+    from napari_exitwave.data import load_sample_series
+
+    install_stand_in(monkeypatch)
+    viewer, widget = viewer_widget
+    s = load_sample_series("mos2")
+    path = write_series_tiff(tmp_path / "mos2.tif", s.images, s.sampling, s.defocus)
+    viewer.open(str(path), plugin="napari-exitwave")
+    assert widget.check_panel.isHidden()
+    assert widget.add_model("mos2") is not None
+    _use_only(widget, "mos2")
+    widget.auto_peaks_check.setChecked(False)
+    result = _run(qtbot, widget)
+    assert result.error is None, result.error
+    panel = widget.check_panel
+    assert not panel.isHidden() and not panel.table.isHidden()
+    assert "physics residual: reduced chi-square" in panel.residual_label.text()
+    assert panel.table.rowCount() == 6 and panel.table.item(0, 0).text() == "defocus_mean"
+    assert "stand-in" in panel.estimate_label.text()
+    layer = viewer.layers["mos2 residual"]
+    assert layer.data.shape == (3, 256, 256) and tuple(layer.contrast_limits) == (-5.0, 5.0)
+    assert layer.colormap.name == "coolwarm"
+    assert layer.metadata["exitwave"]["reduced_chi2"] == pytest.approx(
+        result.reconstructions[0].reduced_chi2)

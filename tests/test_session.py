@@ -74,7 +74,7 @@ def test_jobs_for_networks_and_traditional_methods(models):
     assert all(j["providers"] == "cpu" and j["align"] is False for j in jobs)
     (job,) = s.jobs("gs", defocus=[-50, 0, 50], Cs_um=-8.0, focal_spread=20.0)
     assert job == dict(model=None, method="gs", align=True, defocus=[-50, 0, 50], Cs=-8e4,
-                       focal_spread=20.0)
+                       focal_spread=20.0, physics_check="auto")
     assert "enter 3 defocus values" in s.check(_series(), "gs", defocus=[0.0]).text()
 
 
@@ -108,3 +108,42 @@ def test_run_jobs_returns_errors_instead_of_raising(models):
     assert s.finish(result, "x") is None and s.exit_wave is None
     _, result = _drain(run_jobs(_series(), s.jobs("network"), cancel=lambda: True))
     assert result.cancelled and result.error is None
+
+
+def test_finish_carries_the_physics_check(monkeypatch):
+    from estimate_stand_in import install_stand_in
+
+    from napari_exitwave.data import load_sample_series
+
+    install_stand_in(monkeypatch)
+    s = ReconstructionSession()
+    s.add_model("mos2")
+    series = load_sample_series("mos2")
+    (job,) = s.jobs("network", providers="cpu")
+    assert job["physics_check"] == "auto"
+    _, result = _drain(run_jobs(series, [job]))
+    assert result.error is None, result.error
+    summary = s.finish(result, "mos2")
+    assert summary.estimate_model == "stand-in" and summary.estimate_rows
+    assert summary.estimate_rows[0][0] == "defocus_mean"
+    assert summary.check_text.startswith("physics residual: reduced chi-square")
+    assert summary.reduced_chi2 == pytest.approx(result.reconstructions[0].reduced_chi2)
+    data, kwargs = summary.residual_layer()
+    assert data.shape == (3, 256, 256) and kwargs["name"] == "mos2 residual"
+    assert kwargs["contrast_limits"] == (-5.0, 5.0) and kwargs["scale"][1:] == (0.105, 0.105)
+    assert "physics_residual" in summary.metadata and "estimate" in summary.metadata
+
+
+def test_traditional_without_defocus_leaves_it_to_the_estimator(monkeypatch):
+    from estimate_stand_in import install_no_estimator, install_stand_in
+
+    s = ReconstructionSession()
+    series = _series()
+    series.defocus = None
+    install_no_estimator(monkeypatch)
+    assert "enter 3 defocus values" in s.check(series, "gs").text()
+    install_stand_in(monkeypatch)
+    chk = s.check(series, "gs")
+    assert chk.ok and "from the estimator stand-in" in chk.text()
+    (job,) = s.jobs("gs", defocus=None, Cs_um=0.0, focal_spread=20.0)
+    assert job["defocus"] is None and job["Cs"] is None and job["focal_spread"] == 20.0

@@ -84,6 +84,25 @@ class RunSummary:
     metadata: dict[str, Any]
     status: str
     warnings: list[str]
+    estimate_rows: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
+    estimate_model: str | None = None
+    reduced_chi2: float | None = None
+    check_text: str = ""
+    residual: np.ndarray | None = None  # float32 (n, ny, nx), noise units, the exit wave's grid
+    residual_name: str = ""
+
+    def residual_layer(self) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """``(data, add_image kwargs)`` of the residual images (None without the check):
+        a diverging colormap, contrast limits at +-5 sigma."""
+        if self.residual is None:
+            return None
+        s = self.sampling
+        return self.residual, {
+            "name": self.residual_name, "scale": (1.0, s or 1.0, s or 1.0),
+            "units": ("pixel",) + (("angstrom",) * 2 if s else ("pixel",) * 2),
+            "colormap": "coolwarm", "contrast_limits": (-5.0, 5.0),
+            "metadata": {"exitwave": {"part": "residual", "sampling": s,
+                                      "reduced_chi2": self.reduced_chi2}}}
 
 
 class ReconstructionSession:
@@ -179,9 +198,23 @@ class ReconstructionSession:
 
     # -- checks and jobs ------------------------------------------------------------------
     def check(self, series, method: str, defocus=None) -> FitCheck:
-        """Whether ``series`` (or None) fits the ticked networks or the traditional method."""
+        """Whether ``series`` (or None) fits the ticked networks or the traditional method.
+
+        For ``gs``/``wiener`` without defocus values, an installed aberration estimator
+        provides them (an info line instead of the error)."""
         if series is None:
             return FitCheck(errors=["no image layer: open a focal series"])
+        if method != "network" and defocus is None and series.defocus is None:
+            from ._check import estimator_available
+
+            chk = check_fit(series, None, method, defocus=defocus)
+            name = estimator_available()
+            missing = [e for e in chk.errors if e.startswith("enter ")]
+            if name is not None and missing and series.n_images > 1:
+                chk.errors = [e for e in chk.errors if e not in missing]
+                chk.info.append(f"defocus, Cs and focal spread (where 0) from the estimator "
+                                f"{name}")
+            return chk
         if method == "network":
             cards = self.selected_cards()
             if len({(c.n_images, c.sampling) for c in cards}) > 1:
@@ -191,14 +224,24 @@ class ReconstructionSession:
         return check_fit(series, None, method, defocus=defocus)
 
     def jobs(self, method: str, *, align: bool = True, providers: str = "auto", defocus=None,
-             Cs_um: float = 0.0, focal_spread: float = 0.0) -> list[dict]:
+             Cs_um: float = 0.0, focal_spread: float = 0.0,
+             physics_check: bool | str = "auto") -> list[dict]:
         """The keyword arguments of one :func:`iter_reconstruct` per ticked network (or one
-        for a traditional method; ``Cs_um`` in um, ``focal_spread`` in A)."""
+        for a traditional method; ``Cs_um`` in um, ``focal_spread`` in A).
+
+        ``physics_check`` (default "auto": when an estimator is installed or the defocus is
+        known) adds the microscope estimate and the physics residual. A traditional job
+        without defocus leaves the defocus, and a Cs or focal spread of 0, to the estimate."""
         if method == "network":
-            return [dict(model=c, method="network", align=align, providers=providers)
+            return [dict(model=c, method="network", align=align, providers=providers,
+                         physics_check=physics_check)
                     for c in self.selected_cards()]
-        return [dict(model=None, method=method, align=align, defocus=defocus,
-                     Cs=float(Cs_um) * 1e4, focal_spread=float(focal_spread))]
+        Cs = float(Cs_um) * 1e4
+        fs = float(focal_spread)
+        if defocus is None:  # nothing typed: what is 0 is "not given"
+            Cs, fs = (Cs or None), (fs or None)
+        return [dict(model=None, method=method, align=align, defocus=defocus, Cs=Cs,
+                     focal_spread=fs, physics_check=physics_check)]
 
     # -- results --------------------------------------------------------------------------
     def finish(self, result: RunResult, series_name: str) -> RunSummary | None:
@@ -219,4 +262,32 @@ class ReconstructionSession:
         status = (f"✔ {models} on {rec.device} in {total:.2f} s"
                   + (f" ({len(recs)} models; uncertainty layer)" if len(recs) > 1 else ""))
         warnings = list(dict.fromkeys(w for r in recs for w in r.warnings))
-        return RunSummary(mean, std, rec.sampling, name, meta, status, warnings)
+        summary = RunSummary(mean, std, rec.sampling, name, meta, status, warnings)
+        self._add_check(summary, recs, series_name)
+        return summary
+
+    @staticmethod
+    def _add_check(summary: RunSummary, recs: list, series_name: str) -> None:
+        """The first reconstruction's estimate and residual (of the first network when
+        several are ensembled: each has its own) into ``summary``."""
+        from ._check import residual_line
+
+        rec = recs[0]
+        est, res = getattr(rec, "estimate", None), getattr(rec, "residual", None)
+        if est is not None:
+            summary.estimate_rows = list(est.rows())
+            summary.estimate_model = est.model
+            summary.metadata["estimate"] = est.to_dict()
+        if res is not None:
+            summary.reduced_chi2 = float(res.reduced_chi2)
+            summary.check_text = residual_line(res.reduced_chi2) + (
+                f" — of {rec.model_name}" if len(recs) > 1 and rec.model_name else "")
+            summary.residual = res.images
+            summary.residual_name = f"{series_name} residual"
+            summary.metadata["physics_residual"] = rec.metadata.get("physics_residual")
+        else:
+            why = (rec.metadata.get("physics_residual") or {})
+            summary.check_text = ("physics residual " + ("failed: " + why["failed"]
+                                                         if "failed" in why else
+                                                         "skipped: " + why["skipped"])
+                                  if why else "")

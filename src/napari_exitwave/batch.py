@@ -54,6 +54,7 @@ class BatchResult:
     output: str | None = None   # the <name>_exit_wave.npy written
     error: str | None = None
     worker: str | None = None   # host:pid that did it
+    reduced_chi2: float | None = None  # the physics residual (None without the check)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -157,7 +158,13 @@ def reconstruct_file(path: str, out: str, stem: str | None = None,
                            error=f"{type(exc).__name__}: {exc}", worker=worker)
     return BatchResult(str(path), "done", time.perf_counter() - t0,
                        device=getattr(rec, "device", None), output=outputs["npy"],
-                       worker=worker)
+                       worker=worker, reduced_chi2=_reduced_chi2(rec))
+
+
+def _reduced_chi2(rec) -> float | None:
+    """The physics residual's reduced chi-square of a reconstruction, if it was checked."""
+    r = getattr(rec, "residual", None)
+    return None if r is None else round(float(r.reduced_chi2), 4)
 
 
 def _limit_threads(n: int) -> None:
@@ -298,13 +305,15 @@ def _run_dask(jobs, done, *, workers, scheduler, client, processes) -> None:
 
 
 def summary_table(results: Sequence[BatchResult]) -> str:
-    """A plain-text table: file, status, time (s), device, output; failures with their error."""
-    rows = [("file", "status", "time_s", "device", "output")]
+    """A plain-text table: file, status, time (s), device, reduced chi-square of the physics
+    residual, output; failures with their error."""
+    rows = [("file", "status", "time_s", "device", "chi2_red", "output")]
     for r in results:
-        rows.append((r.file, r.status, f"{r.time:.2f}", r.device or "-",
+        chi2 = "-" if r.reduced_chi2 is None else f"{r.reduced_chi2:.3g}"
+        rows.append((r.file, r.status, f"{r.time:.2f}", r.device or "-", chi2,
                      r.output or (r.error or "-")))
-    widths = [max(len(row[k]) for row in rows) for k in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4]
+    widths = [max(len(row[k]) for row in rows) for k in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row[:5], widths)) + "  " + row[5]
              for row in rows]
     lines.insert(1, "-" * min(120, max(len(line) for line in lines)))
     n_ok = sum(r.status == "done" for r in results)

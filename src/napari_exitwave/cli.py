@@ -106,7 +106,33 @@ def _add_reconstruct(subparsers) -> None:
     p.add_argument("--name", help="stem of the output files (default: the input's name)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier result of the same name (by default an error)")
+    _check_options(p)
+    p.add_argument("--residual-images", action="store_true",
+                   help="also write <name>_residual.tif: the physics residual of every image "
+                        "(float32 (n, ny, nx), in units of the expected shot noise)")
     _common(p, _cmd_reconstruct, "no progress messages")
+
+
+def _check_options(p) -> None:
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the physics check (the microscope estimate and the residual of "
+                        "the exit wave against the images)")
+    p.add_argument("--dose", type=float, default=None, metavar="e/A^2",
+                   help="electron dose per image in e/A^2 for the physics residual's noise "
+                        "model (default: the estimator's)")
+
+
+def _print_check(rec) -> None:
+    """The microscope estimate as a short table and the physics residual in one line."""
+    from ._check import residual_line
+
+    est = rec.estimate
+    if est is not None:
+        print(f"microscope estimate ({est.model}):")
+        for name, value, rng in est.rows():
+            print(f"  {name:<13} {value:>14}" + (f"   (trained on {rng})" if rng else ""))
+    if rec.residual is not None:
+        print(residual_line(rec.residual.reduced_chi2))
 
 
 def _load_series(spec: str, sampling):
@@ -172,7 +198,8 @@ def _reconstruct(args) -> int:
     bundled = series.source == "sample" or series.source.startswith("sample:")
     stem = args.name or (series.source.replace(":", "_") if bundled else Path(series.source).stem)
     peaks = not args.no_peaks
-    if not args.overwrite and (found := existing_outputs(args.out, stem, peaks)):
+    if not args.overwrite and (found := existing_outputs(args.out, stem, peaks,
+                                                         args.residual_images)):
         raise OutputExistsError(f"{found[0]} exists (an earlier result); pass --overwrite to "
                                 "replace it, or choose another --out or --name")
     model = (_default_model(args.model, series.n_images) if args.method == "network"
@@ -183,10 +210,11 @@ def _reconstruct(args) -> int:
                              defocus=args.defocus, Cs=Cs, focal_spread=args.focal_spread,
                              tile=args.tile or "auto", overlap=args.overlap,
                              providers=args.device,
-                             strict=not args.force, progress=progress)
+                             strict=not args.force, progress=progress,
+                             physics_check=False if args.no_check else "auto", dose=args.dose)
     written = write_result(rec, args.out, stem, peaks=peaks, min_distance=args.min_distance,
                            threshold=args.threshold, extra={"source": series.source},
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, residual_images=args.residual_images)
     s = f"{rec.sampling:.4g} A/px" if rec.sampling else "unknown sampling"
     print(f"series:  {series.source} ({series.n_images} x {series.shape[0]} x {series.shape[1]}"
           f", {series.sampling:.4g} A/px)" if series.sampling else
@@ -197,8 +225,11 @@ def _reconstruct(args) -> int:
                                       if rec.metadata.get("providers") else ""))
     print(f"result:  {rec.exit_wave.shape[0]} x {rec.exit_wave.shape[1]} px at {s}")
     print("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in rec.timings.items()))
+    _print_check(rec)
     for w in rec.warnings:
         print(f"warning: {w}")
+    if args.residual_images and rec.residual is None:
+        print("warning: no residual images written: the physics residual was not computed")
     for kind, path in written.items():
         print(f"wrote:   {path}")
     return 0
@@ -265,6 +296,13 @@ def _network_options(p) -> None:
     p.add_argument("--force", action="store_true",
                    help="reconstruct even when the pixel size is 2x or more from the "
                         "network's or unknown (by default such a series fails)")
+    _check_options(p)
+
+
+def _chi2_text(rec) -> str:
+    """``", reduced chi-square 1.08"`` of a checked reconstruction, else ``""``."""
+    r = getattr(rec, "residual", None)
+    return "" if r is None else f", reduced chi-square {r.reduced_chi2:.3g}"
 
 
 def _model_fn(args):
@@ -272,7 +310,8 @@ def _model_fn(args):
 
     return ModelReconstructor(_default_model(args.model), align=not args.no_align,
                               tile=args.tile or "auto", overlap=args.overlap,
-                              providers=args.device, strict=not args.force)
+                              providers=args.device, strict=not args.force,
+                              physics_check=False if args.no_check else "auto", dose=args.dose)
 
 
 def _add_watch(subparsers) -> None:
@@ -326,7 +365,8 @@ def _cmd_watch(args) -> int:
     if not args.quiet:
         watcher.series_done.connect(lambda r: print(
             f"done:    {r.series_id} ({', '.join(r.files)}) in {r.elapsed:.2f} s on "
-            f"{getattr(r.reconstruction, 'device', '?')} -> {r.outputs[0]}", flush=True))
+            f"{getattr(r.reconstruction, 'device', '?')}{_chi2_text(r.reconstruction)} -> "
+            f"{r.outputs[0]}", flush=True))
         watcher.series_failed.connect(lambda r: print(
             f"FAILED:  {r.series_id} ({', '.join(r.files)}): {r.error}", flush=True))
         watcher.file_error.connect(lambda name, msg: print(f"skipped: {name}: {msg}",

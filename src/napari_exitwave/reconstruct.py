@@ -60,6 +60,16 @@ class Reconstruction:
         Alignment shifts (dy, dx) applied to each image, in pixels of the input series.
     metadata : dict
         Source, defoci, input sampling, providers... (JSON-friendly; written with the result).
+        With the physics check: ``"estimate"`` (the estimate's values, units, training ranges
+        and warnings) and ``"physics_residual"`` (``reduced_chi2``, per-image ``chi2``, gain,
+        offset, verdict, the parameters used and where they came from) or
+        ``{"skipped": why}``.
+    estimate : AberrationEstimate or None
+        The microscope estimated from the series (:mod:`napari_exitwave.estimate`).
+    residual : Residual or None
+        :func:`napari_exitwave.residual.physics_residual` of the images the exit wave came from
+        (aligned; at the network's pixel size for ``method="network"``, i.e. on the grid of
+        ``exit_wave``), in units of the expected shot noise.
     """
 
     exit_wave: np.ndarray
@@ -71,6 +81,13 @@ class Reconstruction:
     warnings: list[str] = dataclasses.field(default_factory=list)
     shifts: np.ndarray | None = None
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    estimate: Any = None
+    residual: Any = None
+
+    @property
+    def reduced_chi2(self) -> float | None:
+        """The physics residual's reduced chi-square (None without the check)."""
+        return None if self.residual is None else float(self.residual.reduced_chi2)
 
     def to_metadata(self) -> dict[str, Any]:
         """JSON-friendly description (for the TIFF/Zarr writers)."""
@@ -125,7 +142,10 @@ def iter_reconstruct(series, model=None, *, method: str = "network", align: bool
                      focal_spread: float | None = None, sampling: float | None = None,
                      tile: int | str = "auto", overlap: int = 64, providers="auto",
                      strict: bool = False, energy: float | None = None,
-                     cancel: Callable[[], bool] | None = None, **traditional_kwargs
+                     cancel: Callable[[], bool] | None = None,
+                     physics_check: bool | str = False, dose: float | None = None,
+                     microscope: Sequence[physics.MicroscopeParameters] | None = None,
+                     estimator=None, **traditional_kwargs
                      ) -> Generator[tuple[float, str], None, Reconstruction]:
     """:func:`reconstruct_series` as a generator: yields ``(fraction, message)``, returns the
     :class:`Reconstruction` (``StopIteration.value``; ``rec = yield from iter_reconstruct(...)``).
@@ -150,6 +170,12 @@ def iter_reconstruct(series, model=None, *, method: str = "network", align: bool
     d = list(defocus) if defocus is not None else series.defocus
     if d is not None and len(d) != series.n_images:
         raise SeriesMismatchError(f"{len(d)} defocus values were given for "
+                                  f"{series.n_images} images")
+    if physics_check not in (False, True, "auto"):
+        raise ExitWaveError(f"physics_check must be False, True or 'auto', got "
+                            f"{physics_check!r}")
+    if microscope is not None and len(microscope) != series.n_images:
+        raise SeriesMismatchError(f"{len(microscope)} microscope parameter sets were given for "
                                   f"{series.n_images} images")
     s_in = float(sampling) if sampling is not None else series.sampling
     timings: dict[str, float] = {}
@@ -193,33 +219,153 @@ def iter_reconstruct(series, model=None, *, method: str = "network", align: bool
         images = images[order]
         d = [d[i] for i in order]
         meta["defocus"] = d
+        if microscope is not None:
+            microscope = [microscope[i] for i in order]
 
     shifts = np.zeros((series.n_images, 2))
     if align and series.n_images > 1:
         yield 0.02, "aligning"
         images, shifts = _align(images, warnings, timings)
 
+    estimate, est_sampling = None, None
     if method == "network":
-        wave, out_sampling = yield from _network(rec, images, s_in, warnings, timings, tile,
-                                                 overlap, cancel)
+        wave, out_sampling, seen = yield from _network(rec, images, s_in, warnings, timings,
+                                                       tile, overlap, cancel)
         device, model_name = rec.device, card.name
         meta.update({"providers": list(rec.providers), "network_sampling": card.sampling,
                      "model_sha256": card.sha256})
+        check_energy = float(energy) if energy is not None else float(card.energy)
     else:
         if energy is None:
             energy = (card.energy if card is not None else
                       series.metadata.get("energy") or physics.DEFAULT_ENERGY)
+        from ._check import estimator_available
+
+        if d is None or (physics_check is not False and (Cs is None or focal_spread is None)
+                         and estimator_available(estimator) is not None):
+            # the traditional methods need the defocus: without it (none given, none in the
+            # file) the defocus, and Cs and the focal spread where not given, come from the
+            # estimate when an estimator is installed; with the physics check on, so do a
+            # missing Cs and focal spread (the check compares with the estimated microscope)
+            yield 0.1, "estimating the microscope"
+            estimate, est_sampling = yield from _estimate(images, s_in, estimator, providers,
+                                                          warnings, timings)
+            if estimate is not None:
+                d, Cs, focal_spread = _fill_from_estimate(method, estimate, d, Cs,
+                                                          focal_spread, warnings, meta)
         res = yield from _traditional(method, images, s_in, d, Cs, focal_spread, float(energy),
                                       timings, cancel, traditional_kwargs)
         wave, out_sampling, device, model_name = res.exit_wave, s_in, res.device, None
+        seen = images
         meta.update({"Cs": Cs, "focal_spread": focal_spread, "energy": energy,
                      "wiener_eps": res.wiener_eps})
+        check_energy = float(energy)
+    residual = None
+    if physics_check is not False:
+        yield 0.95, "physics check"
+        estimate, residual = yield from _physics_check(
+            physics_check, wave, out_sampling, seen, estimate, est_sampling, estimator,
+            providers, warnings, timings, meta, series_sampling=s_in, defocus=d, Cs=Cs,
+            focal_spread=focal_spread, dose=dose, microscope=microscope, energy=check_energy)
     timings["total"] = time.perf_counter() - t_start
     yield 1.0, "done"
     return Reconstruction(exit_wave=np.asarray(wave).astype(np.complex64, copy=False),
                           sampling=out_sampling, method=method, model_name=model_name,
                           device=device, timings=timings, warnings=warnings, shifts=shifts,
-                          metadata=meta)
+                          metadata=meta, estimate=estimate, residual=residual)
+
+
+def _estimate(images, sampling, estimator, providers, warnings: list, timings: dict,
+              quiet: bool = False):
+    """The microscope estimate of ``images`` at ``sampling`` A/px (generator: returns
+    ``(estimate or None, sampling)``; why not goes into ``warnings`` unless ``quiet``)."""
+    from ._check import estimate_or_none
+
+    t = time.perf_counter()
+    est, why = estimate_or_none(images, sampling, estimator, providers)
+    timings["estimate"] = time.perf_counter() - t
+    if est is None and not quiet:
+        warnings.append(f"no microscope estimate: {why}")
+    if est is not None:
+        warnings += [f"microscope estimate: {w}" for w in est.warnings]
+    return est, sampling
+    yield  # a generator like the other stages (nothing to report inside)
+
+
+def _fill_from_estimate(method, estimate, d, Cs, focal_spread, warnings: list, meta: dict):
+    """The estimate's defocus, Cs and focal spread where the user gave none (and say so)."""
+    took = []
+    if d is None:
+        d = [float(p.defocus) for p in estimate.params]
+        took.append("defocus " + ", ".join(f"{x:.0f}" for x in d) + " A")
+        meta["defocus"] = d
+    if Cs is None:
+        Cs = float(estimate.params[0].Cs)
+        took.append(f"Cs {Cs / 1e4:.3g} um")
+    if focal_spread is None:
+        focal_spread = float(estimate.params[0].focal_spread)
+        took.append(f"focal spread {focal_spread:.1f} A")
+    meta["estimate"] = estimate.to_dict()
+    if took:
+        warnings.append(f"{method} uses the estimated {', '.join(took)} (from {estimate.model}; "
+                        "none given)")
+        meta["from_estimate"] = [t.split(" ")[0] if not t.startswith("focal") else
+                                 "focal_spread" for t in took]
+    return d, Cs, focal_spread
+
+
+def _physics_check(mode, wave, sampling, images, estimate, est_sampling, estimator, providers,
+                   warnings: list, timings: dict, meta: dict, series_sampling=None, **given):
+    """Estimate (unless done) and the physics residual; generator returning
+    ``(estimate, residual)``; what it could not do goes into ``warnings`` and
+    ``meta["physics_residual"] = {"skipped": why}``."""
+    from . import _check
+
+    if not sampling:
+        why = "the pixel size is unknown"
+        meta["physics_residual"] = {"skipped": why}
+        warnings.append(f"physics residual skipped: {why}")
+        return estimate, None
+    if estimate is None and _check.estimator_available(estimator) is not None:
+        estimate, est_sampling = yield from _estimate(images, sampling, estimator, providers,
+                                                      warnings, timings)
+    if estimate is not None:
+        meta["estimate"] = estimate.to_dict()
+    user = {k: v for k, v in given.items() if k != "energy"}
+    if estimate is None and given.get("microscope") is None and given.get("defocus") is None:
+        why = ("no aberration estimator is installed and no microscope parameters were "
+               "given (defocus, dose)")
+        meta["physics_residual"] = {"skipped": why}
+        warnings.append(f"physics residual skipped: {why}")
+        return estimate, None
+    t = time.perf_counter()
+    try:
+        params = _check.microscope_parameters(len(images), estimate, **given)
+    except ValueError as e:
+        params, why = None, str(e)
+    else:
+        why = None
+    residual = None
+    if params is not None:
+        residual, why = _check.check_residual(
+            wave, sampling, images, params,
+            params_sampling=(est_sampling if given.get("microscope") is None and estimate
+                             is not None else series_sampling or sampling))
+    timings["residual"] = time.perf_counter() - t
+    if residual is None:
+        failed = "does not follow the model" in str(why)  # the check ran and failed
+        if failed and estimate is None and given.get("microscope") is None:
+            why += (" (no estimate: only the defocus, Cs, focal spread and dose given were "
+                    "used; the other aberrations, the blur and the detector MTF taken as none)")
+        meta["physics_residual"] = {"failed" if failed else "skipped": why}
+        warnings.append(f"physics check {'failed' if failed else 'skipped'}: {why}"
+                        if failed else f"physics residual skipped: {why}")
+        return estimate, None
+    source = "given" if given.get("microscope") is not None or estimate is None else "estimate"
+    if source == "estimate" and any(v is not None for v in user.values()):
+        source = "estimate + given"
+    meta["physics_residual"] = _check.residual_metadata(residual, params, source)
+    return estimate, residual
 
 
 def _align(images, warnings: list, timings: dict):
@@ -241,7 +387,7 @@ def _align(images, warnings: list, timings: dict):
 
 def _network(rec, images, s_in, warnings: list, timings: dict, tile, overlap, cancel):
     """Resample to the network's pixel size, normalise, infer; yields progress, returns
-    ``(exit wave, sampling)``."""
+    ``(exit wave, sampling, the images it saw before normalisation)``."""
     card = rec.card
     yield 0.12, "resampling"
     t = time.perf_counter()
@@ -261,7 +407,7 @@ def _network(rec, images, s_in, warnings: list, timings: dict, tile, overlap, ca
     t = time.perf_counter()
     wave = rec.predict(normalised, tile=tile, overlap=overlap, cancel=cancel)
     timings["inference"] = time.perf_counter() - t
-    return wave, out_sampling
+    return wave, out_sampling, images
 
 
 def _traditional(method, images, s_in, d, Cs, focal_spread, energy, timings: dict, cancel,
@@ -272,7 +418,8 @@ def _traditional(method, images, s_in, d, Cs, focal_spread, energy, timings: dic
     if d is None:
         raise SeriesMismatchError(
             f"method {method!r} needs the defocus of every image (A, abTEM convention "
-            "defocus = -C10): the file holds none, give them (e.g. --defocus -50 0 50)")
+            "defocus = -C10): the file holds none and no aberration estimator could read "
+            "them from the series; give them (e.g. --defocus -50 0 50)")
     if s_in is None:
         raise SeriesMismatchError(
             f"method {method!r} needs the pixel size of the series: the file holds none, "
@@ -295,7 +442,9 @@ def reconstruct_series(series, model=None, *, method: str = "network", align: bo
                        cancel: Callable[[], bool] | None = None,
                        sampling: float | None = None, tile: int | str = "auto", overlap: int = 64,
                        providers="auto", strict: bool = False, energy: float | None = None,
-                       **traditional_kwargs) -> Reconstruction:
+                       physics_check: bool | str = False, dose: float | None = None,
+                       microscope: Sequence[physics.MicroscopeParameters] | None = None,
+                       estimator=None, **traditional_kwargs) -> Reconstruction:
     """Reconstruct the exit wave of a focal series (the blocking form of :func:`iter_reconstruct`).
 
     Parameters
@@ -313,7 +462,8 @@ def reconstruct_series(series, model=None, *, method: str = "network", align: bo
         defocus step otherwise.
     Cs, focal_spread : float, optional
         Spherical aberration (A; 1 um = 1e4 A) and focal spread (A) for ``gs``/``wiener``
-        (default 0).
+        (default 0; the estimate's when not given and no defocus is given or the physics
+        check is on, see ``physics_check``).
     progress : callable(fraction, message), optional
         Called with every item :func:`iter_reconstruct` yields.
     cancel : callable() -> bool, optional
@@ -330,6 +480,27 @@ def reconstruct_series(series, model=None, *, method: str = "network", align: bo
         Turn the "pixel size more than 2x off / unknown" warnings into errors (the CLI does).
     energy : float, optional
         eV for ``gs``/``wiener`` (default: the model card's, the file's, else 50 keV).
+    physics_check : bool or "auto"
+        After the reconstruction, estimate the microscope (when an aberration estimator is
+        installed, :mod:`napari_exitwave.estimate`) and compute the physics residual of the
+        images the exit wave came from (:func:`napari_exitwave.residual.physics_residual`):
+        ``rec.estimate``, ``rec.residual`` and their summary in the metadata. ``"auto"`` (the
+        CLI's and the widget's choice) and ``True`` run it when an estimator is installed or
+        the parameters are given (``defocus``/``microscope``) and say in the warnings why not
+        otherwise; ``False`` (default) skips it. The residual needs a dose: the estimate's,
+        ``dose`` or ``microscope``'s. ``gs``/``wiener`` use the estimated defocus, Cs and
+        focal spread when no defocus is given (none in the file either), whatever
+        ``physics_check``; with the check on, also a Cs or focal spread not given; they say
+        so in the warnings.
+    dose : float, optional
+        Electron dose per image, e/A^2, for the residual's noise model (overrides the
+        estimate's).
+    microscope : list of MicroscopeParameters, optional
+        The full parameters of each image (in the input order; blur in px of the series'
+        grid) for the residual, instead of the estimate; ``defocus``, ``Cs``, ``focal_spread``
+        and ``dose`` given too replace its values.
+    estimator : str, optional
+        Aberration estimator (name or path); default the installed one.
     **traditional_kwargs
         For ``gs``/``wiener``: :func:`napari_exitwave.traditional.reconstruct`'s ``n_iter``,
         ``wiener_eps``, ``blur`` (A), ``mtf``...
@@ -341,5 +512,6 @@ def reconstruct_series(series, model=None, *, method: str = "network", align: bo
     gen = iter_reconstruct(series, model, method=method, align=align, defocus=defocus, Cs=Cs,
                            focal_spread=focal_spread, sampling=sampling, tile=tile,
                            overlap=overlap, providers=providers, strict=strict, energy=energy,
-                           cancel=cancel, **traditional_kwargs)
+                           cancel=cancel, physics_check=physics_check, dose=dose,
+                           microscope=microscope, estimator=estimator, **traditional_kwargs)
     return drive(gen, progress, cancel)

@@ -10,6 +10,12 @@
                             alignment shifts (px), source files, number of peaks, the file list
     <stem>_peaks.csv        with ``peaks``: atomic columns of |psi - 1| (peaks.peak_table)
     <stem>_argand.png       with ``peaks``: the Argand plot of the column values
+    <stem>_residual.tif     with ``residual_images`` and a physics check: float32 (n, ny, nx),
+                            ``(measured - model) / sigma`` of every image, on the exit wave's grid
+                            (only when asked: it is as large as the series)
+
+The JSON holds the physics check when it ran: ``estimate`` (values, units, training ranges,
+warnings) and ``physics_residual`` (``reduced_chi2``, per-image ``chi2``, verdict, parameters).
 
 How it writes
 -------------
@@ -69,20 +75,24 @@ def fault_check(name: str) -> None:
         _fault_hook(name)
 
 
-def output_names(stem: str, peaks: bool = True) -> dict[str, str]:
+def output_names(stem: str, peaks: bool = True, residual: bool = False) -> dict[str, str]:
     """The file names :func:`write_result` writes for ``stem`` ({kind: name}, JSON last)."""
     names = {"tiff": f"{stem}_exit_wave.tif", "npy": f"{stem}_exit_wave.npy",
              "zarr": f"{stem}_exit_wave.zarr"}
     if peaks:
         names.update(peaks=f"{stem}_peaks.csv", argand=f"{stem}_argand.png")
+    if residual:
+        names["residual"] = f"{stem}_residual.tif"
     names["json"] = f"{stem}.json"
     return names
 
 
-def existing_outputs(out: str | os.PathLike, stem: str, peaks: bool = True) -> list[Path]:
+def existing_outputs(out: str | os.PathLike, stem: str, peaks: bool = True,
+                     residual: bool = False) -> list[Path]:
     """Outputs of ``stem`` already in ``out`` (links included, whether or not they resolve)."""
     out = Path(out)
-    return [out / n for n in output_names(stem, peaks).values() if os.path.lexists(out / n)]
+    return [out / n for n in output_names(stem, peaks, residual).values()
+            if os.path.lexists(out / n)]
 
 
 def check_output_folder(out: str | os.PathLike, create: bool = True) -> Path:
@@ -164,7 +174,8 @@ def _metadata(rec: Any, wave: np.ndarray) -> dict[str, Any]:
 
 def write_result(rec: Any, out: str | os.PathLike, stem: str, *, peaks: bool = True,
                  min_distance: float = 1.0, threshold: float = 0.1,
-                 extra: dict | None = None, overwrite: bool = False) -> dict[str, str]:
+                 extra: dict | None = None, overwrite: bool = False,
+                 residual_images: bool = False) -> dict[str, str]:
     """Write one reconstruction into ``out`` as the files of :func:`output_names`.
 
     Parameters
@@ -184,6 +195,9 @@ def write_result(rec: Any, out: str | os.PathLike, stem: str, *, peaks: bool = T
         More JSON entries (source files, series id, grouping...).
     overwrite : bool
         Replace an earlier result of the same stem (else :class:`OutputExistsError`).
+    residual_images : bool
+        Also write ``<stem>_residual.tif``, the physics residual images (when ``rec.residual``
+        exists; else nothing more is written).
 
     Returns
     -------
@@ -202,8 +216,9 @@ def write_result(rec: Any, out: str | os.PathLike, stem: str, *, peaks: bool = T
         raise ValueError(f"exit wave must be 2-D (ny, nx), got shape {wave.shape}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    names = output_names(stem, peaks)
-    if not overwrite and (found := existing_outputs(out, stem, peaks)):
+    residual = getattr(rec, "residual", None) if residual_images else None
+    names = output_names(stem, peaks, residual=residual is not None)
+    if not overwrite and (found := existing_outputs(out, stem, peaks, residual_images)):
         raise OutputExistsError(f"{found[0]} exists (an earlier result); pass --overwrite "
                                 "(overwrite=True) to replace it or choose another --out/--name")
     meta = _metadata(rec, wave)
@@ -229,7 +244,7 @@ def write_result(rec: Any, out: str | os.PathLike, stem: str, *, peaks: bool = T
                 temps[kind] = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out))
             else:
                 temps[kind] = _tmp_file(out, name)
-            _write_one(kind, temps[kind], wave, sampling, meta, table, stem)
+            _write_one(kind, temps[kind], wave, sampling, meta, table, stem, residual)
         # an earlier JSON goes first and the new one comes last: a result whose JSON exists is
         # complete, also when this process dies between two renames
         (out / names["json"]).unlink(missing_ok=True)
@@ -246,8 +261,14 @@ def write_result(rec: Any, out: str | os.PathLike, stem: str, *, peaks: bool = T
     return {kind: str(out / name) for kind, name in names.items()}
 
 
-def _write_one(kind, tmp, wave, sampling, meta, table, stem) -> None:
+def _write_one(kind, tmp, wave, sampling, meta, table, stem, residual=None) -> None:
     from . import io
+
+    if kind == "residual":
+        info = {"content": "physics residual (measured - model) / sigma per image",
+                "reduced_chi2": float(residual.reduced_chi2),
+                "chi2": [float(c) for c in residual.chi2]}
+        io.write_series_tiff(tmp, residual.images, sampling, metadata=info)
 
     if kind == "zarr":
         io.write_exit_wave_zarr(tmp, wave, sampling, meta)

@@ -231,7 +231,12 @@ class LiveWidget(QWidget):
                 raise ValueError("choose the folder to watch")
             out = self.out.text().strip() or str(Path(folder) / "exitwave")
             model = self.model.currentText().strip() or None
-            self.watcher = FolderWatcher(folder, out, self.grouping(), self._reconstruct_fn,
+            fn = self._reconstruct_fn
+            if fn is None and model is not None:  # the network path with the physics check
+                from ..batch import ModelReconstructor
+
+                fn = ModelReconstructor(model, physics_check="auto")
+            self.watcher = FolderWatcher(folder, out, self.grouping(), fn,
                                          model=model, poll_interval=self.poll.value())
         except Exception as exc:  # noqa: BLE001 - shown to the user, nothing started
             self._set_status(f"cannot start: {exc}")
@@ -256,7 +261,9 @@ class LiveWidget(QWidget):
 
     def _on_result(self, result: SeriesResult) -> None:
         w = self.watcher
-        self._set_status(f"{result.series_id} done in {result.elapsed:.2f} s "
+        res = getattr(result.reconstruction, "residual", None)
+        chi2 = "" if res is None else f", reduced chi-square {res.reduced_chi2:.3g}"
+        self._set_status(f"{result.series_id} done in {result.elapsed:.2f} s{chi2} "
                          f"({w.n_done} done, {w.n_failed} failed, {w.pending} queued)")
         if self.show_in_viewer.isChecked():
             append_reconstruction(self.viewer, result, max_frames=self.max_frames.value())

@@ -8,6 +8,9 @@ the ticks and the last result, with no Qt):
 - :class:`~napari_exitwave._qt.method_panel.MethodPanel`: network or Gerchberg-Saxton / Wiener,
   the model list and card, the device, the aberrations;
 - the run row here: options, the fit check, Reconstruct / Cancel, progress;
+- :class:`~napari_exitwave._qt.check_panel.CheckPanel`: the microscope estimate and the reduced
+  chi-square of the physics residual under the result (the residual images are a layer,
+  ``"<series> residual"``, diverging colormap at +-5 sigma);
 - :class:`~napari_exitwave._qt.peaks_panel.PeaksPanel`: peaks and the Argand plot.
 
 A run is :func:`napari_exitwave._session.run_jobs` (one
@@ -24,6 +27,7 @@ from qtpy.QtWidgets import (
 )
 
 from .._session import METHODS, ReconstructionSession, RunResult, run_jobs
+from .check_panel import CheckPanel
 from .method_panel import MethodPanel, _esc, card_html  # noqa: F401 - card_html: API
 from .peaks_panel import PeaksPanel
 from .series_panel import SeriesPanel
@@ -51,6 +55,8 @@ class ReconstructionWidget(QWidget):
         lay.addWidget(self.series_panel)
         lay.addWidget(self.method_panel)
         self._add_run_row(lay)
+        self.check_panel = CheckPanel()
+        lay.addWidget(self.check_panel)
         lay.addWidget(self.peaks_panel)
         lay.addStretch(1)
 
@@ -211,6 +217,7 @@ class ReconstructionWidget(QWidget):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress_bar.setValue(0)
+        self.check_panel.clear()
         self.status_label.setText("running…")
         worker.start()
         return worker
@@ -260,6 +267,7 @@ class ReconstructionWidget(QWidget):
             self._notify(result.error, "error")
             return
         self._show(summary)
+        self.check_panel.show_summary(summary)
         self.status_label.setText(summary.status)
         self.progress_bar.setValue(PROGRESS_STEPS)
         self.progress_bar.setFormat("%p% done")
@@ -279,6 +287,9 @@ class ReconstructionWidget(QWidget):
                                                 name=summary.name, parts=parts,
                                                 metadata=summary.metadata):
             self._set_image(data, kwargs)
+        residual = summary.residual_layer()
+        if residual is not None:
+            self._set_image(*residual)
         std, s = summary.uncertainty, summary.sampling
         if std is not None:
             self._set_image(std, {"name": f"{summary.name} [uncertainty]",

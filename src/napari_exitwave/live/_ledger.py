@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..batch import _reduced_chi2
 from ..io import json_default
 from ..results import atomic_write_text, fault_check
 
@@ -90,7 +91,8 @@ class Ledger:
     def finish(self, result, items) -> None:
         self.series[result.series_id] = {
             "files": result.files, "status": result.status, "outputs": result.outputs,
-            "elapsed_s": round(result.elapsed, 4), "finished": now_iso(), "error": result.error}
+            "elapsed_s": round(result.elapsed, 4), "finished": now_iso(), "error": result.error,
+            "reduced_chi2": _reduced_chi2(result.reconstruction)}
         self.mark_files(items, result.series_id, result.status)
 
     def save(self) -> bool:

@@ -1,0 +1,164 @@
+"""The physics check of a reconstruction: the microscope estimate and the physics residual.
+
+Qt-free glue between :mod:`napari_exitwave.reconstruct`, the aberration estimator
+(:mod:`napari_exitwave.estimate`, optional: the package works without it or its model) and
+:func:`napari_exitwave.residual.physics_residual`:
+
+- :func:`estimate_or_none` runs the installed estimator, or says why it could not;
+- :func:`microscope_parameters` combines what the user gave (defocus, Cs, focal spread, dose,
+  full per-image parameters) with the estimate: the user's values win;
+- :func:`check_residual` re-images the exit wave and compares it with the images it came from;
+- :func:`verdict` / :func:`residual_line` put the reduced chi-square into words.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import physics
+
+__all__ = ["CHECK_MODES", "CONSISTENT_CHI2", "estimator_available", "estimate_or_none",
+           "microscope_parameters", "check_residual", "verdict", "residual_line",
+           "residual_metadata"]
+
+CHECK_MODES = (False, True, "auto")
+"""``physics_check`` of :func:`~napari_exitwave.reconstruct.iter_reconstruct`: off, on, or
+"auto" (on when an estimator is installed or the user gave the parameters, else a note)."""
+
+CONSISTENT_CHI2 = 1.5
+"""Reduced chi-square up to which the exit wave explains the images ("consistent")."""
+
+MARGINAL_CHI2 = 3.0
+"""Up to this: "marginal" (small parameter errors, a slightly wrong noise model)."""
+
+
+def estimator_available(estimator=None) -> str | None:
+    """The estimator that would run (``estimator`` or the installed default), or None when
+    :mod:`napari_exitwave.estimate` or its model is absent."""
+    if estimator is not None:
+        return str(getattr(estimator, "name", estimator))
+    try:
+        from .estimate import default_estimator
+    except ImportError:
+        return None
+    try:
+        return default_estimator()
+    except Exception:  # noqa: BLE001 - a broken model folder must not stop a reconstruction
+        return None
+
+
+def estimate_or_none(images: np.ndarray, sampling: float | None, estimator=None,
+                     providers="auto") -> tuple[Any, str | None]:
+    """``(AberrationEstimate, None)``, or ``(None, why not)`` in plain words."""
+    if sampling is None:
+        return None, "the pixel size is unknown, so the microscope cannot be estimated"
+    name = estimator_available(estimator)
+    if name is None:
+        return None, "no aberration estimator is installed"
+    from .estimate import estimate_aberrations
+
+    try:
+        return estimate_aberrations(np.asarray(images), float(sampling), model=estimator,
+                                    providers=providers), None
+    except Exception as e:  # noqa: BLE001 - reported as a warning, the exit wave stands
+        return None, f"the aberration estimator {name!r} failed: {e}"
+
+
+def microscope_parameters(n_images: int, estimate=None, *, defocus: Sequence[float] | None = None,
+                          Cs: float | None = None, focal_spread: float | None = None,
+                          dose: float | None = None,
+                          microscope: Sequence[physics.MicroscopeParameters] | None = None,
+                          energy: float | None = None
+                          ) -> list[physics.MicroscopeParameters] | None:
+    """One :class:`~napari_exitwave.physics.MicroscopeParameters` per image, or None when
+    nothing is known (no estimate, no parameters, no defocus).
+
+    The base is ``microscope`` (full per-image parameters), else the estimate's, else the
+    defaults (no aberrations, no blur, perfect detector); ``defocus`` (A, one per image), ``Cs``
+    (A), ``focal_spread`` (A), ``dose`` (e/A^2) and ``energy`` (eV) given by the user replace
+    the base's. Blur stays in the base's unit.
+    """
+    if microscope is not None:
+        base = list(microscope)
+    elif estimate is not None:
+        base = list(estimate.params)
+    elif defocus is not None:
+        base = [physics.MicroscopeParameters() for _ in range(n_images)]
+    else:
+        return None
+    if len(base) != n_images:
+        raise ValueError(f"{len(base)} microscope parameter sets for {n_images} images")
+    if defocus is not None and len(defocus) != n_images:
+        raise ValueError(f"{len(defocus)} defocus values for {n_images} images")
+    out = []
+    for i, p in enumerate(base):
+        change: dict[str, Any] = {}
+        if defocus is not None:
+            change["defocus"] = float(defocus[i])
+        for key, v in (("Cs", Cs), ("focal_spread", focal_spread), ("dose", dose),
+                       ("energy", energy)):
+            if v is not None:
+                change[key] = float(v)
+        out.append(dataclasses.replace(p, **change))
+    return out
+
+
+def check_residual(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
+                   params: Sequence[physics.MicroscopeParameters], params_sampling: float,
+                   border: int = 8):
+    """:func:`~napari_exitwave.residual.physics_residual` of ``images`` (the grid of the exit
+    wave, ``sampling`` A/px) with ``params`` whose blur in px refers to a grid of
+    ``params_sampling`` A/px (the blur is converted to A, so the two grids may differ).
+
+    Returns ``(Residual, None)`` or ``(None, why not)``.
+    """
+    from .residual import physics_residual
+
+    wave = np.asarray(exit_wave)
+    images = np.asarray(images)
+    if images.shape[1:] != wave.shape:  # e.g. a network that crops; compare the common part
+        ny, nx = (min(a, b) for a, b in zip(images.shape[1:], wave.shape))
+        images, wave = images[:, :ny, :nx], wave[:ny, :nx]
+    if not all(np.isfinite(p.dose) and p.dose > 0 for p in params):
+        return None, ("the dose is unknown (no estimate of it, none given), so the residual "
+                      "cannot be put in noise units; give it (--dose, e/A^2)")
+    params = [dataclasses.replace(p, blur=p.blur_sigma(params_sampling), blur_unit="A")
+              for p in params]
+    b = min(border, max(0, (min(wave.shape) - 1) // 2 - 1))
+    try:
+        return physics_residual(wave, float(sampling), images, params, border=b), None
+    except ValueError as e:
+        return None, str(e)
+
+
+def verdict(reduced_chi2: float) -> str:
+    """The reduced chi-square in words."""
+    if not np.isfinite(reduced_chi2):
+        return "not finite: the check failed"
+    if reduced_chi2 <= CONSISTENT_CHI2:
+        return "consistent"
+    if reduced_chi2 <= MARGINAL_CHI2:
+        return "marginal: small parameter errors or a slightly different noise model"
+    return ("the exit wave does not explain the images: wrong microscope parameters, a "
+            "specimen outside the network's training, images in the wrong order or a wrong "
+            "pixel size")
+
+
+def residual_line(reduced_chi2: float) -> str:
+    """``physics residual: reduced chi-square 1.08 (consistent)``."""
+    return f"physics residual: reduced chi-square {reduced_chi2:.3g} ({verdict(reduced_chi2)})"
+
+
+def residual_metadata(residual, params: Sequence[physics.MicroscopeParameters] | None,
+                      source: str) -> dict[str, Any]:
+    """The residual's summary for ``Reconstruction.to_metadata()`` (JSON-friendly)."""
+    return {"reduced_chi2": float(residual.reduced_chi2),
+            "chi2": [float(c) for c in residual.chi2],
+            "gain": [float(g) for g in residual.gain],
+            "offset": [float(o) for o in residual.offset],
+            "verdict": verdict(residual.reduced_chi2),
+            "parameters_from": source,
+            "microscope": [p.to_dict() for p in params] if params is not None else None}
