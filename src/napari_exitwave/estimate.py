@@ -317,7 +317,7 @@ class AberrationEstimator:
         if abs(sampling / net_s - 1) > 0.02:
             from .reconstruct import resample_series
 
-            images, _ = resample_series(images, sampling, net_s)
+            images = resample_series(images, sampling, net_s)
         vectors = self.predict_vector(physics.normalize_series(images), max_tiles)
         decoded = [decode_parameters(v, n, self.ranges) for v in vectors]
         values = decode_parameters(vectors.mean(axis=0), n, self.ranges)
