@@ -179,3 +179,18 @@ def test_live_ledger_has_the_reduced_chi2(tmp_path):
     ledger.finish(SeriesResult("s2", ["b.tif"], "done", object(), ["b.npy"], 0.5), [])
     saved = json.loads((tmp_path / "live-ledger.json").read_text())["series"]
     assert saved["s1"]["reduced_chi2"] == 1.2346 and saved["s2"]["reduced_chi2"] is None
+
+
+def test_refinement_option_lowers_the_residual(no_estimator):
+    series = load_sample_series("mos2")
+    plain = reconstruct_series(series, "mos2", physics_check=True, microscope=true_parameters())
+    refined = reconstruct_series(series, "mos2", physics_check=True, refine=True,
+                                 microscope=true_parameters())
+    info = refined.to_metadata()["refinement"]
+    assert info["residual_before"] == pytest.approx(plain.reduced_chi2)
+    assert refined.reduced_chi2 < plain.reduced_chi2
+    assert info["chi2_end"] < info["chi2_start"] and "refine" in refined.timings
+    assert not np.allclose(refined.exit_wave, plain.exit_wave)
+    # without parameters there is nothing to refine against: a warning, the network's wave
+    alone = reconstruct_series(series, "mos2", refine=True)
+    assert any("refinement skipped" in w for w in alone.warnings)

@@ -120,6 +120,10 @@ def _check_options(p) -> None:
     p.add_argument("--dose", type=float, default=None, metavar="e/A^2",
                    help="electron dose per image in e/A^2 for the physics residual's noise "
                         "model (default: the estimator's)")
+    p.add_argument("--refine", action="store_true",
+                   help="refine the exit wave against every image with the physics check's "
+                        "microscope parameters (napari_exitwave.refine; off by default, "
+                        "seconds per 256 px frame)")
 
 
 def _print_check(rec) -> None:
@@ -211,7 +215,8 @@ def _reconstruct(args) -> int:
                              tile=args.tile or "auto", overlap=args.overlap,
                              providers=args.device,
                              strict=not args.force, progress=progress,
-                             physics_check=False if args.no_check else "auto", dose=args.dose)
+                             physics_check=False if args.no_check else "auto", dose=args.dose,
+                             refine=args.refine)
     written = write_result(rec, args.out, stem, peaks=peaks, min_distance=args.min_distance,
                            threshold=args.threshold, extra={"source": series.source},
                            overwrite=args.overwrite, residual_images=args.residual_images)
@@ -311,7 +316,8 @@ def _model_fn(args):
     return ModelReconstructor(_default_model(args.model), align=not args.no_align,
                               tile=args.tile or "auto", overlap=args.overlap,
                               providers=args.device, strict=not args.force,
-                              physics_check=False if args.no_check else "auto", dose=args.dose)
+                              physics_check=False if args.no_check else "auto", dose=args.dose,
+                              refine=args.refine)
 
 
 def _add_watch(subparsers) -> None:

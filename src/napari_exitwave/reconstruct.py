@@ -145,7 +145,8 @@ def iter_reconstruct(series, model=None, *, method: str = "network", align: bool
                      cancel: Callable[[], bool] | None = None,
                      physics_check: bool | str = False, dose: float | None = None,
                      microscope: Sequence[physics.MicroscopeParameters] | None = None,
-                     estimator=None, **traditional_kwargs
+                     estimator=None, refine: bool = False, refine_strength: float = 1.0,
+                     **traditional_kwargs
                      ) -> Generator[tuple[float, str], None, Reconstruction]:
     """:func:`reconstruct_series` as a generator: yields ``(fraction, message)``, returns the
     :class:`Reconstruction` (``StopIteration.value``; ``rec = yield from iter_reconstruct(...)``).
@@ -267,6 +268,14 @@ def iter_reconstruct(series, model=None, *, method: str = "network", align: bool
             physics_check, wave, out_sampling, seen, estimate, est_sampling, estimator,
             providers, warnings, timings, meta, series_sampling=s_in, defocus=d, Cs=Cs,
             focal_spread=focal_spread, dose=dose, microscope=microscope, energy=check_energy)
+    if refine:
+        if residual is None:
+            warnings.append("refinement skipped: it needs the microscope parameters of the "
+                            "physics check (an estimator, or the defocus and dose given)")
+        else:
+            yield 0.97, "refining against the images"
+            wave, residual = _refine(wave, out_sampling, seen, meta, warnings, timings,
+                                     refine_strength)
     timings["total"] = time.perf_counter() - t_start
     yield 1.0, "done"
     return Reconstruction(exit_wave=np.asarray(wave).astype(np.complex64, copy=False),
@@ -347,10 +356,13 @@ def _physics_check(mode, wave, sampling, images, estimate, est_sampling, estimat
         why = None
     residual = None
     if params is not None:
-        residual, why = _check.check_residual(
-            wave, sampling, images, params,
-            params_sampling=(est_sampling if given.get("microscope") is None and estimate
-                             is not None else series_sampling or sampling))
+        params_sampling = (est_sampling if given.get("microscope") is None and estimate
+                           is not None else series_sampling or sampling)
+        residual, why = _check.check_residual(wave, sampling, images, params,
+                                              params_sampling=params_sampling)
+        # recorded with the blur in A, which holds on any grid (the refinement reads them)
+        params = [dataclasses.replace(p, blur=p.blur_sigma(params_sampling), blur_unit="A")
+                  for p in params]
     timings["residual"] = time.perf_counter() - t
     if residual is None:
         failed = "does not follow the model" in str(why)  # the check ran and failed
@@ -366,6 +378,36 @@ def _physics_check(mode, wave, sampling, images, estimate, est_sampling, estimat
         source = "estimate + given"
     meta["physics_residual"] = _check.residual_metadata(residual, params, source)
     return estimate, residual
+
+
+def _refine(wave, sampling, images, meta, warnings: list, timings: dict, strength: float):
+    """:func:`napari_exitwave.refine.refine_exit_wave` with the physics check's parameters;
+    returns the refined wave and its residual (the start's stays in the metadata)."""
+    from . import _check
+    from .refine import refine_exit_wave
+
+    t = time.perf_counter()
+    check = meta["physics_residual"]
+    params = [physics.MicroscopeParameters.from_dict(p) for p in check["microscope"]]
+    # the check's blur refers to the grid of its parameters; the images here are at `sampling`
+    images = np.asarray(images, float)
+    ny, nx = (min(a, b) for a, b in zip(images.shape[1:], wave.shape))
+    res = refine_exit_wave(np.asarray(wave)[:ny, :nx], float(sampling), images[:, :ny, :nx],
+                           params, strength=strength)
+    refined = np.array(wave, dtype=np.complex64, copy=True)
+    refined[:ny, :nx] = res.exit_wave
+    residual, why = _check.check_residual(refined, sampling, images, params,
+                                          params_sampling=sampling)
+    timings["refine"] = time.perf_counter() - t
+    meta["refinement"] = {"strength": float(strength), "iterations": res.iterations,
+                          "chi2_start": res.chi2_start, "chi2_end": res.chi2_end,
+                          "residual_before": check.get("reduced_chi2")}
+    if residual is None:
+        warnings.append(f"refined, but its residual failed: {why}")
+        return refined, None
+    meta["physics_residual"] = dict(check, **_check.residual_metadata(
+        residual, params, check.get("parameters_from", "given")))
+    return refined, residual
 
 
 def _align(images, warnings: list, timings: dict):
@@ -501,6 +543,12 @@ def reconstruct_series(series, model=None, *, method: str = "network", align: bo
         and ``dose`` given too replace its values.
     estimator : str, optional
         Aberration estimator (name or path); default the installed one.
+    refine, refine_strength : bool, float
+        After the physics check, refine the exit wave against every image with the check's
+        parameters (:func:`napari_exitwave.refine.refine_exit_wave`, regularised toward the
+        start by ``refine_strength``); the residual is then the refined wave's, the start's
+        stays in ``metadata["refinement"]``. Off by default; skipped with a warning when the
+        check could not run.
     **traditional_kwargs
         For ``gs``/``wiener``: :func:`napari_exitwave.traditional.reconstruct`'s ``n_iter``,
         ``wiener_eps``, ``blur`` (A), ``mtf``...
