@@ -37,7 +37,8 @@ def test_threshold_false_alarms_and_detection_rate(study):
     assert s["cases"]["bad"]["median"] == pytest.approx(1e3)
     table = study.markdown_table(s)
     assert "| bad | 100 |" in table and "70% (detected)" in table and "5% (false alarms, in-sample)" in table
-    assert "10% (false alarms) |" in table and "| truth | 10 | 1 | 1 | 1 | (0%) |" in table
+    assert "10% (false alarms) |" in table
+    assert "| truth | 10 | 1 | 1 | 1 | (0%) |" in table
 
 
 def test_refused_series_count_as_detected_and_stay_infinite(study):
@@ -81,3 +82,14 @@ def test_help_runs():
                          env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "--params" in out.stdout and "--n" in out.stdout and "estimated" in out.stdout
+
+
+def test_error_correlation_ranks_like_the_true_error(study):
+    rows = {"good": [{"chi2": c, "mismatch": m, "rmse_real": e, "rmse_imag": 0.0}
+                     for c, m, e in [(1, 0.1, 0.01), (2, 0.3, 0.02), (3, 0.2, 0.03),
+                                     (4, 0.4, 0.04)]],
+            "truth": [{"chi2": 1.0, "mismatch": 0.0}] * 4}
+    c = study.error_correlation(rows)
+    assert "truth" not in c  # no error known for the reference rows
+    assert c["good"]["chi2"] == pytest.approx(1.0) and c["good"]["mismatch"] == pytest.approx(0.8)
+    assert c["pooled"]["n"] == 4
