@@ -36,7 +36,8 @@ def test_threshold_false_alarms_and_detection_rate(study):
     assert (g["p10"], g["median"], g["p90"]) == pytest.approx((10.9, 50.5, 90.1))
     assert s["cases"]["bad"]["median"] == pytest.approx(1e3)
     table = study.markdown_table(s)
-    assert "| bad | 100 |" in table and "70% (detected)" in table and "5% (false alarms, in-sample)" in table
+    assert "| bad | 100 |" in table and "70% (detected)" in table
+    assert "5% (false alarms, in-sample)" in table
     assert "10% (false alarms) |" in table
     assert "| truth | 10 | 1 | 1 | 1 | (0%) |" in table
 
