@@ -15,7 +15,7 @@ finite dose (:func:`exitwave_training.dataset.random_training_example`, Table 1 
 seeds), reconstructed with the shipped network through the user's path
 (:func:`napari_exitwave.reconstruct.reconstruct_series`, raw images in, the pipeline resamples
 and normalises), and the network's exit wave is imaged again with the parameters *the user
-claims* (:func:`napari_exitwave.residual.physics_residual`, gain and offset fitted per image).
+claims* (:func:`napari_exitwave.residual.physics_residual`, with a gain per image fitted).
 The residual only knows what the user knows: in the "reversed" case it pairs the images as given
 with the increasing defoci the user believes they have; in the "pixel size" case it uses the
 claimed pixel size.
@@ -296,23 +296,25 @@ def run_one(case: str, data: dict, i: int, rec, args) -> dict:
         row["gain"] = [float(g) for g in r.gain]
         row["offset"] = [float(o) for o in r.offset]
         row["mismatch"] = float(np.mean(mismatch_rms(r, given, s_claim, claim, args.border)))
-    except ValueError as e:  # e.g. a negative fitted gain: the residual refuses the pairing
+    except ValueError as e:  # the residual refuses the pairing (a non-positive gain)
         row["chi2"] = row["mismatch"] = float("inf")
         row["refused"] = str(e)
     row["seconds"] = time.perf_counter() - t
     return row
 
 
-def plot_histogram(panels, path: Path, labels: dict[str, str], title: str = "") -> None:
+def plot_histogram(panels, path: Path, labels: dict[str, str], title: str = "",
+                   dose: dict[str, list[float]] | None = None) -> None:
     """One log-x step histogram per panel ``(results, summary, xlabel)``; refused series are
-    drawn in the last bin, zeros in the first."""
+    drawn in the last bin, zeros in the first. With ``dose`` (case -> e/A^2 of each series), a
+    last panel plots the first panel's values against the dose."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 4 * len(panels)), dpi=110,
-                             squeeze=False)
+    n_ax = len(panels) + (dose is not None)
+    fig, axes = plt.subplots(n_ax, 1, figsize=(8, 4 * n_ax), dpi=110, squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (results, summary, xlabel) in zip(axes[:, 0], panels):
         finite = np.concatenate([np.asarray(v, float)[np.isfinite(v)] for v in results.values()])
@@ -334,7 +336,21 @@ def plot_histogram(panels, path: Path, labels: dict[str, str], title: str = "") 
         ax.set_xlabel(xlabel)
         ax.set_ylabel("series")
         ax.legend(fontsize=6.5, loc="upper right")
-    axes[0, 0].set_title(title)
+    if dose is not None:
+        ax = axes[-1, 0]
+        results, summary, xlabel = panels[0]
+        for k, (name, vals) in enumerate(results.items()):
+            v = np.asarray(vals, float)
+            ax.scatter(dose[name], np.where(np.isfinite(v), v, np.nan), s=10,
+                       marker="o" if name not in REFERENCE_CASES else ".",
+                       color=colors[k % len(colors)], label=labels.get(name, name))
+        ax.axhline(summary["threshold"], color="k", ls="--", lw=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("dose of the series, e/A^2")
+        ax.set_ylabel(xlabel.split(" (")[0])
+        ax.legend(fontsize=6.5, loc="upper left", ncol=2)
+    axes[0, 0].set_title(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -348,6 +364,18 @@ LABELS = {"truth": "true wave (noise floor)", "target": "training target (perfec
           "pixel-2x": "pixel size claimed 2x"}
 
 
+def _plot(rows, summary, summary_mismatch, path: Path, model: str, params: str) -> None:
+    chi2 = {c: [r["chi2"] for r in rs] for c, rs in rows.items()}
+    mismatch = {c: [r["mismatch"] for r in rs] for c, rs in rows.items()}
+    dose = {c: [r["dose"] for r in rs] for c, rs in rows.items()}
+    plot_histogram([(chi2, summary, "reduced chi-square of the physics residual "
+                     "(1 = shot noise)"),
+                    (mismatch, summary_mismatch, "misfit beyond the shot noise, rms "
+                     "(vacuum intensity = 1)")], path, LABELS,
+                   title=f"Physics residual of the {model!r} network's exit waves, {params} "
+                         "parameters (refused: last bin; 0: first bin)", dose=dose)
+
+
 def _cpu_model() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
@@ -357,6 +385,23 @@ def _cpu_model() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return platform.processor() or platform.machine()
+
+
+def _code_version() -> dict:
+    """The commit of the napari_exitwave that ran (the residual's definition changes)."""
+    import napari_exitwave
+
+    src = Path(napari_exitwave.__file__).resolve().parent
+    out = {"napari_exitwave": str(src)}
+    try:
+        out["commit"] = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"],
+                                       capture_output=True, text=True, timeout=10).stdout.strip()
+        out["dirty"] = bool(subprocess.run(["git", "-C", str(src), "status", "--porcelain", "."],
+                                           capture_output=True, text=True,
+                                           timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
 
 
 def main(argv=None) -> int:
@@ -379,12 +424,20 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=14)
     ap.add_argument("--out", default="docs/residual_study.json")
     ap.add_argument("--plot", default="docs/images/residual_histogram.png")
+    ap.add_argument("--replot", metavar="JSON",
+                    help="only redraw --plot from the series of an earlier --out")
     args = ap.parse_args(argv)
-    if args.n < 2:
+    if args.n < 2 and not args.replot:
         ap.error("--n must be at least 2")
     if "good" not in args.cases:
         ap.error("the 'good' case sets the threshold; keep it in --cases")
 
+    if args.replot:
+        doc = json.loads(Path(args.replot).read_text())
+        _plot(doc["series"], doc["summary"], doc["summary_mismatch"], Path(args.plot),
+              doc["model"]["name"], doc["params"])
+        print(f"wrote {args.plot}")
+        return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from exitwave_training.feed import load_waves
     from napari_exitwave.inference import OnnxReconstructor
@@ -425,6 +478,7 @@ def main(argv=None) -> int:
         "command": "python benchmarks/residual_study.py " + " ".join(
             sys.argv[1:] if argv is None else argv),
         "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "device": rec.device},
+        "code": _code_version(),
         "model": {"name": card.name, "sha256": card.sha256, "sampling": card.sampling,
                   "description": card.description},
         "params": args.params, "seed": args.seed, "border": args.border,
@@ -439,12 +493,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1, default=float, allow_nan=True))
     if args.plot:
-        plot_histogram([(results, summary, "reduced chi-square of the physics residual "
-                         "(1 = shot noise)"),
-                        (mismatch, summary_mismatch, "misfit beyond shot noise, rms "
-                         "(vacuum intensity = 1)")], Path(args.plot), LABELS,
-                       title=f"Physics residual of the {card.name!r} network's exit waves "
-                             f"({args.params} parameters; refused: last bin, 0: first bin)")
+        _plot(rows, summary, summary_mismatch, Path(args.plot), card.name, args.params)
     print(f"wrote {out}" + (f" and {args.plot}" if args.plot else ""))
     return 0
 

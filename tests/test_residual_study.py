@@ -94,3 +94,21 @@ def test_error_correlation_ranks_like_the_true_error(study):
     assert "truth" not in c  # no error known for the reference rows
     assert c["good"]["chi2"] == pytest.approx(1.0) and c["good"]["mismatch"] == pytest.approx(0.8)
     assert c["pooled"]["n"] == 4
+
+
+def test_replot_draws_the_figure_from_a_json(study, tmp_path):
+    import json
+
+    rng = np.random.default_rng(0)
+    series = {c: [{"chi2": float(x), "mismatch": float(x) / 100, "dose": float(d)}
+                  for x, d in zip(rng.uniform(1, k + 2, 8), rng.uniform(300, 1e5, 8))]
+              for k, c in enumerate(["truth", "good", "supported"])}
+    series["supported"][0].update(chi2=float("inf"), mismatch=float("inf"))  # a refused one
+    chi2 = {c: [r["chi2"] for r in rs] for c, rs in series.items()}
+    mism = {c: [r["mismatch"] for r in rs] for c, rs in series.items()}
+    doc = {"series": series, "summary": study.summarize(chi2), "params": "true",
+           "summary_mismatch": study.summarize(mism), "model": {"name": "toy"}}
+    (tmp_path / "r.json").write_text(json.dumps(doc))
+    png = tmp_path / "h.png"
+    assert study.main(["--replot", str(tmp_path / "r.json"), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
