@@ -44,7 +44,6 @@ in units of the vacuum intensity) with its own threshold.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
@@ -207,8 +206,9 @@ def claimed_parameters(mode: str, images: np.ndarray, sampling: float, true_para
     ``"true"``: the parameters the series was simulated with (the upper bound of what an
     estimate can do). ``"estimated"``: HOOK for issue 14 section 1 -- the aberration estimator
     from the images alone (``napari_exitwave.estimate.estimate_aberrations(images, sampling)``,
-    whose ``.params`` is one MicroscopeParameters per image). Not wired yet: the estimator's
-    module did not exist when this study was written.
+    whose ``.params`` is one MicroscopeParameters per image), called on the images as given at
+    the claimed pixel size. Wired to that API but never run on a real estimator: none was
+    installed (a card with ``"kind": "aberrations"``) when this study was written.
     """
     if mode == "true":
         return list(true_params)
@@ -218,8 +218,8 @@ def claimed_parameters(mode: str, images: np.ndarray, sampling: float, true_para
         except ImportError as e:
             raise SystemExit("--params estimated needs napari_exitwave.estimate "
                              "(issue 14 section 1), which is not installed yet") from e
-        # HOOK: est = estimate_aberrations(images, sampling); return list(est.params)
-        # (check that est.params carries a finite dose; the residual's noise model needs one)
+        # HOOK (issue 14 section 1). The estimator leaves the detector MTF at its default (none):
+        # the residual's noise factor, and so the misfit, are then off for MTF-blurred images.
         est = estimate_aberrations(images, sampling)
         return list(est.params)
     raise ValueError(f"--params must be one of {PARAMS_MODES}, got {mode!r}")
@@ -407,7 +407,8 @@ def _code_version() -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=40, help="series per case (default: 40)")
+    ap.add_argument("--n", type=int, default=60,
+                    help="series per case (default: 60; the good set needs 2n for the hold-out)")
     ap.add_argument("--good", default="data/mos2-val.zarr", help="in-distribution validation set")
     ap.add_argument("--supported", default="data/mosg-val.zarr",
                     help="MoS2 on graphene/film validation set")
@@ -415,8 +416,9 @@ def main(argv=None) -> int:
                     help="2D materials outside the network's training")
     ap.add_argument("--model", default="mos2", help="network (name or card path)")
     ap.add_argument("--params", choices=PARAMS_MODES, default="true",
-                    help="microscope parameters for the residual: the true ones, or (hook, not "
-                         "wired yet) estimated from the images")
+                    help="microscope parameters for the residual: the true ones, or estimated "
+                         "from the images (napari_exitwave.estimate; needs an installed "
+                         "estimator)")
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=CASES)
     ap.add_argument("--border", type=int, default=8, help="px left out at each edge")
     ap.add_argument("--quantile", type=float, default=95.0,

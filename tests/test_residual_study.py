@@ -112,3 +112,21 @@ def test_replot_draws_the_figure_from_a_json(study, tmp_path):
     png = tmp_path / "h.png"
     assert study.main(["--replot", str(tmp_path / "r.json"), "--plot", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_estimated_parameters_come_from_the_estimator(study, monkeypatch):
+    import types
+
+    calls = []
+
+    def estimate_aberrations(images, sampling):
+        calls.append((np.shape(images), sampling))
+        return types.SimpleNamespace(params=["e0", "e1", "e2"])
+
+    fake = types.ModuleType("napari_exitwave.estimate")
+    fake.estimate_aberrations = estimate_aberrations
+    monkeypatch.setitem(sys.modules, "napari_exitwave.estimate", fake)
+    images = np.ones((3, 16, 16))
+    assert study.claimed_parameters("estimated", images, 0.21, ["t0", "t1", "t2"]) == [
+        "e0", "e1", "e2"]
+    assert calls == [((3, 16, 16), 0.21)]  # the images as given, at the claimed pixel size
