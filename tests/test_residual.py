@@ -73,3 +73,20 @@ def test_bad_inputs_are_clear_errors():
         physics_residual(wave, SAMPLING, images[:, :40], params)
     with pytest.raises(ValueError, match="border"):
         physics_residual(wave, SAMPLING, images, params, border=30)
+
+
+def test_misfit_is_dose_free_and_zero_for_the_truth():
+    wave = _wave(0)
+    weak = np.exp(0.5j * np.angle(wave)) * np.abs(wave)
+    out = {}
+    for dose in (1e3, 1e4):
+        params = _params(dose=dose)
+        images = physics.simulate_focal_series(wave, SAMPLING, params,
+                                               rng=np.random.default_rng(1))
+        true = physics_residual(wave, SAMPLING, images, params)
+        bad = physics_residual(weak, SAMPLING, images, params)
+        assert true.misfit_rms < 0.3 * bad.misfit_rms
+        out[dose] = bad
+    # ten times the dose: the chi-square of the same wrong wave grows, its misfit stays
+    assert out[1e4].reduced_chi2 > 3 * out[1e3].reduced_chi2
+    assert out[1e4].misfit_rms == pytest.approx(out[1e3].misfit_rms, rel=0.25)

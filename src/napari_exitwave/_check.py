@@ -157,6 +157,8 @@ def residual_metadata(residual, params: Sequence[physics.MicroscopeParameters] |
     """The residual's summary for ``Reconstruction.to_metadata()`` (JSON-friendly)."""
     return {"reduced_chi2": float(residual.reduced_chi2),
             "chi2": [float(c) for c in residual.chi2],
+            "misfit": [float(m) for m in residual.misfit],
+            "misfit_rms": float(residual.misfit_rms),
             "gain": [float(g) for g in residual.gain],
             "offset": [float(o) for o in residual.offset],
             "verdict": verdict(residual.reduced_chi2),

@@ -50,6 +50,12 @@ class Residual:
         as given).
     model : float32 (n, ny, nx)
         The noise-free images the exit wave gives with the parameters.
+    misfit : float array (n,)
+        The dose-free size of the misfit: rms of ``measured / gain - model`` beyond the
+        expected shot noise, in units of the vacuum intensity (``sqrt(max(mean(d^2) -
+        mean(sigma^2), 0))``). The reduced chi-square is about ``1 + misfit^2 / sigma^2``, so
+        for the same misfit it grows with the dose; this does not (docs/residual.md: it
+        separates good from failed reconstructions better across doses).
     """
 
     images: np.ndarray
@@ -58,6 +64,12 @@ class Residual:
     gain: np.ndarray
     offset: np.ndarray
     model: np.ndarray
+    misfit: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def misfit_rms(self) -> float:
+        """The series' misfit (rms over its images), vacuum-intensity units."""
+        return float(np.sqrt(np.mean(self.misfit**2))) if self.misfit.size else float("nan")
 
 
 def noise_variance_factor(shape: Sequence[int], p: physics.MicroscopeParameters) -> float:
@@ -109,7 +121,7 @@ def physics_residual(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
     inner = (slice(border, wave.shape[0] - border), slice(border, wave.shape[1] - border))
     n = len(images)
     res = np.zeros_like(images)
-    chi2, gain = np.empty(n), np.ones(n)
+    chi2, gain, misfit = np.empty(n), np.ones(n), np.zeros(n)
     offsets = np.full(n, float(offset))
     for i, (meas, mod, p) in enumerate(zip(images, model, params)):
         if fit_gain:
@@ -124,5 +136,8 @@ def physics_residual(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
         r = (meas - gain[i] * mod - offsets[i]) / (gain[i] * np.sqrt(var))
         res[i][inner] = r[inner]
         chi2[i] = float(np.mean(r[inner] ** 2))
+        d = (meas - offsets[i])[inner] / gain[i] - mod[inner]
+        misfit[i] = np.sqrt(max(float(np.mean(d**2) - np.mean(var[inner])), 0.0))
     return Residual(images=res.astype(np.float32), chi2=chi2, reduced_chi2=float(chi2.mean()),
-                    gain=gain, offset=offsets, model=model.astype(np.float32))
+                    gain=gain, offset=offsets, model=model.astype(np.float32),
+                    misfit=misfit)
