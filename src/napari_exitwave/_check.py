@@ -147,9 +147,20 @@ def verdict(reduced_chi2: float) -> str:
             "pixel size")
 
 
-def residual_line(reduced_chi2: float) -> str:
-    """``physics residual: reduced chi-square 1.08 (consistent)``."""
-    return f"physics residual: reduced chi-square {reduced_chi2:.3g} ({verdict(reduced_chi2)})"
+def residual_line(reduced_chi2: float, source: str | None = None,
+                  misfit: float | None = None) -> str:
+    """``physics residual: reduced chi-square 1.08, misfit 0.004 (consistent)``.
+
+    ``source``: where the parameters came from (``"estimate"``...); an inconsistent figure
+    from estimated parameters says that part of it may be the estimate's error (the
+    estimator does not determine Cs, C12, C21 or the blur yet, docs/estimator.md).
+    """
+    m = "" if misfit is None or not np.isfinite(misfit) else f", misfit {misfit:.3g}"
+    line = f"physics residual: reduced chi-square {reduced_chi2:.3g}{m} ({verdict(reduced_chi2)})"
+    if source and source.startswith("estimate") and not reduced_chi2 <= CONSISTENT_CHI2:
+        line += ("; the microscope parameters are estimated, and part of the misfit may be "
+                 "the estimate's (docs/estimator.md)")
+    return line
 
 
 def residual_metadata(residual, params: Sequence[physics.MicroscopeParameters] | None,

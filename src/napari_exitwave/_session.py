@@ -280,7 +280,8 @@ class ReconstructionSession:
             summary.metadata["estimate"] = est.to_dict()
         if res is not None:
             summary.reduced_chi2 = float(res.reduced_chi2)
-            summary.check_text = residual_line(res.reduced_chi2) + (
+            src = (rec.metadata.get("physics_residual") or {}).get("parameters_from")
+            summary.check_text = residual_line(res.reduced_chi2, src, res.misfit_rms) + (
                 f" — of {rec.model_name}" if len(recs) > 1 and rec.model_name else "")
             summary.residual = res.images
             summary.residual_name = f"{series_name} residual"

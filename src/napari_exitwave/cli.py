@@ -136,7 +136,8 @@ def _print_check(rec) -> None:
         for name, value, rng in est.rows():
             print(f"  {name:<13} {value:>14}" + (f"   (trained on {rng})" if rng else ""))
     if rec.residual is not None:
-        print(residual_line(rec.residual.reduced_chi2))
+        src = (rec.metadata.get("physics_residual") or {}).get("parameters_from")
+        print(residual_line(rec.residual.reduced_chi2, src, rec.residual.misfit_rms))
 
 
 def _load_series(spec: str, sampling):
