@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     from napari_exitwave.inference import ModelCard
 
     cards = [ModelCard.load(p) for p in (args.models or sorted((ROOT / "models").glob("*.json")))]
+    # exit-wave networks only (the aberration estimators are scored by their export)
+    cards = [c for c in cards if c.extra.get("kind", "exit-wave") == "exit-wave"]
     if not cards:
         print("no model cards found", file=sys.stderr)
         return 2
