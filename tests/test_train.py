@@ -251,3 +251,32 @@ def test_shipped_checkpoint_resumes_bit_for_bit_and_finetunes(toy, tmp_path):
     assert any(not np.array_equal(a, b) for a, b in zip(mf.get_weights(), mb.get_weights()))
     assert main(["finetune", "--from", "no-such-network", "--train", toy,
                  "--out", str(tmp_path / "x")]) == 2
+
+
+def test_recover_rebuilds_a_lost_checkpoint_from_the_shipped_onnx(toy, tmp_path):
+    """A network whose Keras checkpoint is gone comes back from its card and ONNX file with
+    exactly the trained weights, and `train` continues it."""
+    from exitwave_training.cli import main
+
+    run, models = tmp_path / "run", tmp_path / "models"
+    assert main(["train", "--train", toy, "--val", toy, "--out", str(run), "--preset", "tiny",
+                 "--epochs", "1", "--batch-size", "4", "--crop", "32", "--val-samples", "4",
+                 "--optimizer", "adam", "--quiet"]) == 0
+    assert main(["export", str(run), "--name", "toy", "--out", str(models)]) == 0
+    rec = tmp_path / "recovered"
+    assert main(["recover", str(models / "toy.json"), "--out", str(rec)]) == 0
+    trained, _ = load_checkpoint(run, "best")
+    back, state = load_checkpoint(rec)
+    assert len(back.get_weights()) == len(trained.get_weights())
+    for a, b in zip(trained.get_weights(), back.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert state["recovered_from_onnx"]["sha256"] == json.loads(
+        (models / "toy.json").read_text())["sha256"]
+    assert state["config"]["optimizer"] == "adam" and state["epoch"] == 1
+    cont = train(TrainConfig.from_dict({**state["config"], "epochs": 2}), rec, verbose=0)
+    assert cont["epoch"] == 2 and len(cont["history"]["val_loss"]) == 2
+    # a card whose ONNX file is not this architecture is refused with the reason
+    other = json.loads((models / "toy.json").read_text())
+    other["training"]["network"] = dict(n_images=3, depth=3, base_filters=4)
+    (models / "bad.json").write_text(json.dumps(other))
+    assert main(["recover", str(models / "bad.json"), "--out", str(tmp_path / "bad")]) == 2

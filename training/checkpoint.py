@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["load_checkpoint", "atomic_save_model", "atomic_write_json", "machine_description",
-           "keras_predictor", "set_determinism"]
+           "keras_predictor", "set_determinism", "weights_from_onnx", "recover_run"]
 
 
 def set_determinism(seed: int) -> None:
@@ -128,3 +128,86 @@ def ship_checkpoint(run_dir: str | os.PathLike, out_dir: str | os.PathLike, name
     st["shipped_from"] = str(run_dir)
     atomic_write_json(st, dst.with_suffix(".state.json"))
     return dst
+
+
+def weights_from_onnx(onnx_path: str | os.PathLike, model) -> int:
+    """Set ``model``'s Conv2D and PReLU weights from an ONNX file this project exported from
+    the same architecture (tf2onnx keeps each layer's name in its initializers: a Conv2D's
+    kernel as ``.../<layer>_1/convolution/ReadVariableOp:0`` in OIHW, its bias as
+    ``.../<layer>_1/Squeeze:0``, a PReLU's alpha negated as ``.../<layer>_1/Neg:0``).
+
+    The recovery path for a network whose Keras checkpoint was lost: the weights come back
+    exactly, the optimizer state does not. Returns the number of layers set; raises
+    ``ValueError`` when a layer of ``model`` has no matching initializer or a shape differs.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(onnx_path)).graph.initializer}
+
+    def find(layer: str, suffix: str) -> np.ndarray:
+        hits = [v for k, v in inits.items() if f"/{layer}_1/{suffix}" in k or f"/{layer}/{suffix}" in k]
+        if len(hits) != 1:
+            raise ValueError(f"{onnx_path}: {len(hits)} initializers for layer {layer!r} "
+                             f"({suffix}); not exported from this architecture")
+        return hits[0]
+
+    n = 0
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            new = [find(layer.name, "convolution/ReadVariableOp:0").transpose(2, 3, 1, 0),
+                   find(layer.name, "Squeeze:0")]
+        elif kind == "PReLU":
+            new = [-find(layer.name, "Neg:0").reshape(tuple(layer.weights[0].shape))]
+        else:
+            raise ValueError(f"cannot recover a {kind} layer ({layer.name}) from ONNX")
+        for w, v in zip(layer.weights, new):
+            if tuple(w.shape) != v.shape:
+                raise ValueError(f"{layer.name}: ONNX shape {v.shape} != Keras {tuple(w.shape)}")
+        layer.set_weights([v.astype(np.float32) for v in new])
+        n += 1
+    return n
+
+
+def recover_run(card_path: str | os.PathLike, run_dir: str | os.PathLike) -> Path:
+    """Rebuild a run directory (``last.keras``, ``best.keras``, ``state.json``) from a shipped
+    network's card and ONNX file, when its checkpoint is gone: the network of the card's
+    ``training`` block with the ONNX weights, compiled with a fresh optimizer of the card's
+    settings. ``state.json`` says so (``recovered_from_onnx``); ``train`` then continues it
+    (not bit for bit: the optimizer's moments are lost) and ``ship`` ships it."""
+    from .train import TrainConfig, make_model
+
+    card_path, run_dir = Path(card_path), Path(run_dir)
+    card = json.loads(card_path.read_text())
+    tr = card.get("training") or {}
+    if not tr.get("network"):
+        raise ValueError(f"{card_path} has no training.network; cannot rebuild its network")
+    ds = card.get("dataset") or {}
+    cfg = TrainConfig(train=ds.get("train") or "", val=ds.get("val"), network=dict(tr["network"]),
+                      epochs=int(tr.get("epochs") or 1), batch_size=int(tr.get("batch_size") or 8),
+                      crop=tr.get("crop"), optimizer=tr.get("optimizer") or "adam",
+                      learning_rate=float(tr.get("learning_rate") or 1e-3),
+                      seed=int(tr.get("seed") or 0), schedule=tr.get("schedule") or "constant",
+                      loss=tr.get("loss") or "mse", drift=float(tr.get("drift_px") or 0.0),
+                      sampling_range=tr.get("sampling_range"))
+    model = make_model(cfg)
+    weights_from_onnx(card_path.parent / card["onnx_file"], model)
+    model.optimizer.build(model.trainable_variables)  # zero moments, saved with the model
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_save_model(model, run_dir / "last.keras")
+    atomic_save_model(model, run_dir / "best.keras")
+    loss = tr.get("final_val_loss")
+    state = dict(config=cfg.to_dict(), epoch=cfg.epochs,
+                 history={"loss": [tr.get("final_loss")] if tr.get("final_loss") else [],
+                          "val_loss": [loss] if loss else []},
+                 epoch_seconds=[], train_seconds=float(tr.get("train_seconds") or 0.0),
+                 samples_seen=int(tr.get("samples_seen") or 0), best_val_loss=loss,
+                 best_epoch=cfg.epochs, finished=True,
+                 recovered_from_onnx=dict(card=str(card_path), sha256=card.get("sha256"),
+                                          note="weights exact; optimizer state lost"),
+                 machine=tr.get("machine"))
+    atomic_write_json(state, run_dir / "state.json")
+    return run_dir

@@ -315,6 +315,32 @@ def _run_ship(args) -> int:
     return 0
 
 
+def _add_recover(subparsers) -> None:
+    p = subparsers.add_parser(
+        "recover", help="rebuild a run directory from a shipped network's card and ONNX file",
+        description="When a network's Keras checkpoint is lost (a fresh machine before it was "
+                    "shipped), rebuild a run directory from models/<name>.json and its ONNX "
+                    "file: the same weights exactly, a fresh optimizer with the card's settings. "
+                    "`train` continues it (not bit for bit: the optimizer's moments are gone) "
+                    "and `ship` ships it.")
+    p.add_argument("card", help="the network's card, e.g. models/mos2.json")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.set_defaults(func=_run_recover)
+
+
+def _run_recover(args) -> int:
+    from .checkpoint import recover_run
+
+    try:
+        run = recover_run(args.card, args.out)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"exitwave-train recover: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {run}/last.keras, best.keras and state.json (weights from the ONNX file; "
+          "optimizer state fresh)")
+    return 0
+
+
 # --- export -------------------------------------------------------------------------------
 def _add_export(subparsers) -> None:
     p = subparsers.add_parser(
@@ -435,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exitwave-train", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_simulate, _add_train, _add_finetune, _add_export, _add_evaluate, _add_ship,
-                _add_estimator):
+                _add_recover, _add_estimator):
         add(sub)
     return parser
 
