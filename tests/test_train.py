@@ -280,3 +280,53 @@ def test_recover_rebuilds_a_lost_checkpoint_from_the_shipped_onnx(toy, tmp_path)
     other["training"]["network"] = dict(n_images=3, depth=3, base_filters=4)
     (models / "bad.json").write_text(json.dumps(other))
     assert main(["recover", str(models / "bad.json"), "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_transfer_weights_to_another_number_of_images():
+    """A 3-image network starts a 2- or 4-image one: every layer but the first is copied, the
+    first's image axis is interpolated (the series span the same defocus) and rescaled."""
+    from exitwave_training.network import build_network
+    from exitwave_training.train import transfer_weights
+
+    keras.utils.set_random_seed(3)
+    src = build_network(**TINY)
+    for n in (2, 3, 4):
+        dst = build_network(**dict(TINY, n_images=n))
+        transfer_weights(src, dst)
+        first = None
+        for a, b in zip(src.layers, dst.layers):
+            for va, vb in zip(a.get_weights(), b.get_weights()):
+                if va.shape == vb.shape:
+                    np.testing.assert_array_equal(va, vb)
+                else:
+                    first = (va, vb)
+        if n == 3:
+            assert first is None
+            continue
+        va, vb = first
+        assert vb.shape[2] == n
+        np.testing.assert_allclose(vb[:, :, 0], va[:, :, 0] * 3 / n, rtol=1e-6)  # ends kept
+        np.testing.assert_allclose(vb[:, :, -1], va[:, :, -1] * 3 / n, rtol=1e-6)
+        if n == 4:  # image 1 of 4 sits 2/3 of the way from image 0 to image 1 of 3
+            np.testing.assert_allclose(vb[:, :, 1], (va[:, :, 0] / 3 + 2 * va[:, :, 1] / 3) * 0.75,
+                                       rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="architecture|cannot start"):
+        transfer_weights(src, build_network(n_images=3, depth=3, base_filters=4))
+
+
+@pytest.mark.slow
+def test_finetune_to_two_images(toy, tmp_path):
+    from exitwave_training.checkpoint import ship_checkpoint
+    from exitwave_training.cli import main
+
+    train(_cfg(toy, epochs=1), tmp_path / "three", verbose=0)
+    shipped = ship_checkpoint(tmp_path / "three", tmp_path / "models", "toy")
+    assert main(["finetune", "--from", str(shipped), "--n-images", "2", "--train", toy,
+                 "--val", toy, "--out", str(tmp_path / "two"), "--epochs", "1",
+                 "--batch-size", "4", "--crop", "32", "--quiet"]) == 0
+    model, state = load_checkpoint(tmp_path / "two")
+    assert state["config"]["network"]["n_images"] == 2 and model.input_shape[-1] == 2
+    assert main(["export", str(tmp_path / "two"), "--name", "toy2",
+                 "--out", str(tmp_path / "models")]) == 0
+    card = json.loads((tmp_path / "models" / "toy2.json").read_text())
+    assert card["n_images"] == 2 and card["defocus_step"] == pytest.approx(100.0)

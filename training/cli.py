@@ -244,6 +244,9 @@ def _add_finetune(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--max-minutes", type=float)
+    p.add_argument("--n-images", type=int,
+                   help="images per series of the new network (default: the source's); e.g. a "
+                        "2- or 4-image network from a 3-image one (first layer interpolated)")
     p.add_argument("--quiet", action="store_true")
     _add_recipe(p)
     p.set_defaults(func=_run_finetune, lr=2e-4, optimizer="adam")
@@ -280,8 +283,13 @@ def _run_finetune(args) -> int:
         cfg = TrainConfig(train=args.train, val=args.val, epochs=args.epochs,
                           batch_size=args.batch_size, crop=args.crop or None, seed=args.seed,
                           workers=args.workers, **_recipe_kwargs(args))
+        if args.n_images:
+            if args.n_images < 1:
+                raise ValueError(f"--n-images must be >= 1, got {args.n_images}")
+            cfg.network = dict(cfg.network, n_images=args.n_images)
         state = train(cfg, args.out, max_minutes=args.max_minutes,
-                      verbose=0 if args.quiet else 1, finetune_from=source)
+                      verbose=0 if args.quiet else 1, finetune_from=source,
+                      finetune_n_images=bool(args.n_images))
     except (ValueError, FileNotFoundError) as exc:
         print(f"exitwave-train finetune: {exc}", file=sys.stderr)
         return 2

@@ -168,10 +168,48 @@ def make_model(cfg: TrainConfig, total_steps: int | None = None, weights_from=No
         keras.mixed_precision.set_global_policy("float32")
     model = build_network(NetworkConfig.from_dict(cfg.network))
     if weights_from is not None:
-        model.set_weights(weights_from.get_weights())
+        transfer_weights(weights_from, model)
     model.compile(optimizer=_optimizer(cfg, total_steps), loss=_loss(cfg),
                   jit_compile=cfg.jit_compile)
     return model
+
+
+def transfer_weights(source, model) -> None:
+    """Copy the weights of ``source`` into ``model`` layer by layer (same architecture).
+
+    The one difference allowed is the number of images: a layer whose kernel reads the
+    ``n_src`` input images (the first convolution) gets them interpolated linearly along the
+    image axis to ``model``'s ``n`` and scaled by ``n_src / n``. The images of a series span
+    the same total defocus whatever their number (``ParameterRanges.total_defocus_range``), so
+    image ``j`` of ``n`` sits where position ``j (n_src - 1) / (n - 1)`` of the source's series
+    does, and a 3-image network starts a 2- or 4-image one close to where it would be.
+    """
+    n_src = int(source.input_shape[-1])
+    n = int(model.input_shape[-1])
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        try:
+            other = source.get_layer(layer.name)
+        except ValueError as exc:
+            raise ValueError(f"the source network has no layer {layer.name!r}: another "
+                             "architecture (depth or filters differ)") from exc
+        new = []
+        for w, v in zip(layer.get_weights(), other.get_weights()):
+            if w.shape == v.shape:
+                new.append(v)
+            elif (w.ndim == 4 and v.ndim == 4 and w.shape[2] == n and v.shape[2] == n_src
+                  and w.shape[:2] == v.shape[:2] and w.shape[3] == v.shape[3]):
+                pos = np.linspace(0, n_src - 1, n) if n > 1 else np.array([(n_src - 1) / 2])
+                lo = np.clip(np.floor(pos).astype(int), 0, max(n_src - 2, 0))
+                frac = pos - lo
+                hi = np.minimum(lo + 1, n_src - 1)
+                k = (v[:, :, lo, :] * (1 - frac)[None, None, :, None]
+                     + v[:, :, hi, :] * frac[None, None, :, None])
+                new.append((k * n_src / n).astype(v.dtype))
+            else:
+                raise ValueError(f"layer {layer.name}: shape {v.shape} cannot start {w.shape}")
+        layer.set_weights(new)
 
 
 def plot_learning_curve(history: dict[str, list[float]], path: str | os.PathLike,
@@ -239,7 +277,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
           max_minutes: float | None = None, verbose: int = 1,
           init_from: str | os.PathLike | None = None,
           finetune_from: str | os.PathLike | None = None,
-          snapshot_every: int | None = None) -> dict[str, Any]:
+          snapshot_every: int | None = None,
+          finetune_n_images: bool = False) -> dict[str, Any]:
     """Train (or continue training) into ``run_dir``; returns the run's state.
 
     Stops after ``cfg.epochs`` epochs, or earlier when the next epoch would not finish within
@@ -251,7 +290,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
     copied into an empty ``run_dir`` and continued exactly (weights, optimizer, epoch, RNG
     positions), with the run's saved configuration. ``finetune_from``: a ``.keras`` file or
     run directory whose weights start a *new* run of ``cfg`` (fresh optimizer and schedule,
-    e.g. on a user's own material class); ``cfg.network`` is taken from that checkpoint.
+    e.g. on a user's own material class); ``cfg.network`` is taken from that checkpoint, but
+    for ``cfg.network["n_images"]`` when ``finetune_n_images`` (a 2- or 4-image network started
+    from a 3-image one, :func:`transfer_weights`).
     ``snapshot_every``: also keep the weights of every N-th epoch in ``run_dir/snapshots/``
     (listed in ``state["snapshots"]`` with the samples seen: the learning curve,
     ``benchmarks/learning_curve.py``).
@@ -285,7 +326,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
         base = None
         if finetune_from is not None:
             base, base_state = load_checkpoint(finetune_from, "best")
+            n_wanted = cfg.network.get("n_images") if finetune_n_images else None
             cfg.network = dict(base_state.get("config", {}).get("network") or cfg.network)
+            if n_wanted:
+                cfg.network["n_images"] = int(n_wanted)
         set_determinism(cfg.seed)
         train_ds, val_ds, data_info, _ = _datasets(cfg)
         model = make_model(cfg, cfg.epochs * len(train_ds), weights_from=base)
