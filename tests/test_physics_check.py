@@ -194,3 +194,18 @@ def test_refinement_option_lowers_the_residual(no_estimator):
     # without parameters there is nothing to refine against: a warning, the network's wave
     alone = reconstruct_series(series, "mos2", refine=True)
     assert any("refinement skipped" in w for w in alone.warnings)
+
+
+def test_verdict_uses_the_misfit_as_well_as_the_chi_square():
+    """A low-dose failure keeps the chi-square near 1 but not the misfit (docs/residual.md):
+    the verdict says so; a small misfit at any chi-square up to marginal stays as before."""
+    from napari_exitwave._check import MISFIT_ALARM, residual_line, verdict
+
+    assert verdict(1.1) == "consistent" and verdict(1.1, 0.008) == "consistent"
+    assert verdict(1.1, 2 * MISFIT_ALARM).startswith("the exit wave does not explain")
+    assert verdict(2.0, 0.01).startswith("marginal")
+    assert verdict(5.0, 0.001).startswith("the exit wave does not explain")
+    assert verdict(float("nan"), 0.001).startswith("not finite")
+    line = residual_line(1.2, "estimate", 0.05)
+    assert "does not explain" in line and "estimated" in line
+    assert "estimated" not in residual_line(1.2, "estimate", 0.005)

@@ -34,6 +34,12 @@ CONSISTENT_CHI2 = 1.5
 MARGINAL_CHI2 = 3.0
 """Up to this: "marginal" (small parameter errors, a slightly wrong noise model)."""
 
+MISFIT_ALARM = 0.016
+"""Misfit beyond the shot noise (rms, vacuum intensity = 1) above which the exit wave does not
+explain the images, whatever the chi-square: the 95th percentile of good ``mos2``
+reconstructions in benchmarks/residual_study.py (docs/residual.md: 5-7% false alarms, 92-100%
+of the failure cases above it). The chi-square alone misses most failures at low dose."""
+
 
 def estimator_available(estimator=None) -> str | None:
     """The estimator that would run (``estimator`` or the installed default), or None when
@@ -134,17 +140,23 @@ def check_residual(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
         return None, str(e)
 
 
-def verdict(reduced_chi2: float) -> str:
-    """The reduced chi-square in words."""
+def verdict(reduced_chi2: float, misfit: float | None = None) -> str:
+    """The reduced chi-square (and the misfit, when given) in words."""
     if not np.isfinite(reduced_chi2):
         return "not finite: the check failed"
+    if reduced_chi2 > MARGINAL_CHI2 or (misfit is not None and np.isfinite(misfit)
+                                        and misfit > MISFIT_ALARM):
+        return ("the exit wave does not explain the images: wrong microscope parameters, a "
+                "specimen outside the network's training, images in the wrong order or a wrong "
+                "pixel size")
     if reduced_chi2 <= CONSISTENT_CHI2:
         return "consistent"
-    if reduced_chi2 <= MARGINAL_CHI2:
-        return "marginal: small parameter errors or a slightly different noise model"
-    return ("the exit wave does not explain the images: wrong microscope parameters, a "
-            "specimen outside the network's training, images in the wrong order or a wrong "
-            "pixel size")
+    return "marginal: small parameter errors or a slightly different noise model"
+
+
+def consistent(reduced_chi2: float, misfit: float | None = None) -> bool:
+    """True when :func:`verdict` says "consistent"."""
+    return verdict(reduced_chi2, misfit) == "consistent"
 
 
 def residual_line(reduced_chi2: float, source: str | None = None,
@@ -156,8 +168,9 @@ def residual_line(reduced_chi2: float, source: str | None = None,
     estimator does not determine Cs, C12, C21 or the blur yet, docs/estimator.md).
     """
     m = "" if misfit is None or not np.isfinite(misfit) else f", misfit {misfit:.3g}"
-    line = f"physics residual: reduced chi-square {reduced_chi2:.3g}{m} ({verdict(reduced_chi2)})"
-    if source and source.startswith("estimate") and not reduced_chi2 <= CONSISTENT_CHI2:
+    line = (f"physics residual: reduced chi-square {reduced_chi2:.3g}{m} "
+            f"({verdict(reduced_chi2, misfit)})")
+    if source and source.startswith("estimate") and not consistent(reduced_chi2, misfit):
         line += ("; the microscope parameters are estimated, and part of the misfit may be "
                  "the estimate's (docs/estimator.md)")
     return line
@@ -172,6 +185,6 @@ def residual_metadata(residual, params: Sequence[physics.MicroscopeParameters] |
             "misfit_rms": float(residual.misfit_rms),
             "gain": [float(g) for g in residual.gain],
             "offset": [float(o) for o in residual.offset],
-            "verdict": verdict(residual.reduced_chi2),
+            "verdict": verdict(residual.reduced_chi2, residual.misfit_rms),
             "parameters_from": source,
             "microscope": [p.to_dict() for p in params] if params is not None else None}
