@@ -12,7 +12,13 @@ Needs a display with OpenGL; on a headless machine run it under Xvfb::
 Options: ``--model NAME_OR_PATH`` (a name from ``napari-exitwave models`` or an .onnx file),
 ``--method gs|wiener`` (traditional reconstruction with the sample's true defoci instead;
 ``--cs`` in um and ``--focal-spread`` in A; the sample has Cs = -8 um, focal spread 10 A),
-``--classes N`` (Argand classes), ``--out PATH``.
+``--classes N`` (Argand classes), ``--show real|imag|residual`` (the layer under the peaks;
+``residual``: the physics residual of the check, shown with the estimate table in the dock),
+``--out PATH``. The check panel (estimate and residual line) shows whenever an estimator is
+installed::
+
+    xvfb-run -a -s "-screen 0 1920x1200x24" .venv/bin/python scripts/screenshot.py \
+        --show residual --out docs/images/plugin_check.png
 """
 
 from __future__ import annotations
@@ -32,8 +38,10 @@ def main(argv=None) -> int:
     ap.add_argument("--cs", type=float, default=0.0, help="gs/wiener: Cs in um")
     ap.add_argument("--focal-spread", type=float, default=0.0, help="gs/wiener: A")
     ap.add_argument("--classes", type=int, default=3)
-    ap.add_argument("--show", default="imag", choices=["real", "imag"],
-                    help="part shown under the peaks (imag: where a weak phase object shows)")
+    ap.add_argument("--show", default="imag", choices=["real", "imag", "residual"],
+                    help="layer shown under the peaks: a part of the exit wave (imag: where a "
+                         "weak phase object shows), or the physics residual (needs the check: "
+                         "an installed estimator)")
     ap.add_argument("--min-distance", type=float, default=None, help="peaks, A (widget's)")
     ap.add_argument("--threshold", type=float, default=None,
                     help="peaks, fraction of max (widget's default)")
@@ -86,8 +94,12 @@ def main(argv=None) -> int:
     plot.n_classes.setValue(args.classes)
     plot.auto_classify(args.classes)
     # show one part with the peaks on top; the series and the other part stay in the list
+    suffix = " residual" if args.show == "residual" else f"[{args.show}]"
+    if not any(ly.name.endswith(suffix) for ly in viewer.layers):
+        print(f"no layer ending in {suffix!r}: {[ly.name for ly in viewer.layers]}", file=sys.stderr)
+        return 1
     for ly in viewer.layers:
-        ly.visible = ly.name.endswith(f"[{args.show}]") or ly.name == peaks.name
+        ly.visible = ly.name.endswith(suffix) or ly.name == peaks.name
     viewer.layers.selection.active = peaks
     viewer.scale_bar.visible = True
     viewer.reset_view()

@@ -16,7 +16,8 @@ import pytest
 
 from napari_exitwave import physics
 from napari_exitwave.errors import ModelError
-from napari_exitwave.estimate import (ESTIMATOR_KIND, OUTPUTS, AberrationEstimator,
+from napari_exitwave.estimate import (ESTIMATOR_KIND, OUTPUTS, UNITS, AberrationEstimate,
+                                      AberrationEstimator,
                                       decode_parameters, default_estimator, encode_parameters,
                                       estimate_aberrations, estimator_features, training_ranges)
 from napari_exitwave.model_cards import list_models
@@ -165,3 +166,18 @@ def test_shipped_estimator_reads_the_bundled_series():
     bad = physics_residual(wave, sampling, images[::-1], est.params).reduced_chi2
     assert good < bad / 3
     assert dataclasses.is_dataclass(est.params[0])
+
+
+def test_estimate_rows_say_what_the_series_does_not_determine():
+    """The table shows each value's typical error from the card, and marks the values whose
+    error is no better than the middle of the range as not determined."""
+    values = decode_parameters(np.zeros(len(OUTPUTS)), 3)
+    est = AberrationEstimate(params=[], values=values, units=dict(UNITS),
+                             ranges=training_ranges(), warnings=[], model="t",
+                             errors={"defocus_mean": (5.0, 55.0), "Cs": (7.6, 7.5), "dose": (0.12, 0.53)})
+    rows = {name: text for name, text, _ in est.rows()}
+    assert rows["defocus_mean"].endswith("± 5") and "not determined" in rows["Cs"]
+    assert "x/÷ 1.3" in rows["dose"] and "±" not in rows["blur"]  # no error known: plain value
+    assert est.determined("Cs") is False and est.determined("defocus_mean") is True
+    assert est.determined("blur") is None
+    assert est.to_dict()["not_determined"] == ["Cs"]

@@ -47,6 +47,8 @@ __all__ = [
     "OUTPUTS",
     "AberrationEstimate",
     "AberrationEstimator",
+    "card_errors",
+    "DETERMINED_FRACTION",
     "default_estimator",
     "estimate_aberrations",
     "estimator_features",
@@ -195,6 +197,19 @@ class AberrationEstimate:
     warnings: list
     model: str
     spread: dict = dataclasses.field(default_factory=dict)
+    errors: dict = dataclasses.field(default_factory=dict)
+    """Typical error of each value (``name -> (median |error|, trivial's median |error|)``, in
+    :attr:`units`; ``dose`` in log10 units) on the estimator's validation series, from its
+    card; empty when the card has none."""
+
+    def determined(self, name: str) -> bool | None:
+        """Whether the series determines ``name``: the estimator's median error on its
+        validation series is below :data:`DETERMINED_FRACTION` of the trivial estimator's
+        (the middle of the range). ``None`` when the card carries no errors."""
+        err = self.errors.get(name)
+        if not err:
+            return None
+        return bool(err[0] < DETERMINED_FRACTION * err[1])
 
     @property
     def defocus(self) -> list[float]:
@@ -209,11 +224,19 @@ class AberrationEstimate:
             v, unit = self.values[name], self.units[name]
             if unit == "rad":
                 text, rng = f"{math.degrees(v):.0f} deg", ""
+                if self.determined(name.replace("phi", "C")) is False:
+                    text += " (not determined)"
             else:
                 text = f"{v:.3g} {unit}" if name == "dose" else f"{v:.1f} {unit}"
                 lo, hi = self.ranges.get(name, (None, None))
                 rng = "" if lo is None else (f"{lo:.3g}-{hi:.3g}" if name == "dose"
                                              else f"{lo:g} to {hi:g}")
+                err = self.errors.get(name)
+                if self.determined(name) is False:
+                    text += " (not determined)"
+                elif err:
+                    text += (f" (x/÷ {10 ** err[0]:.2g})" if name == "dose"
+                             else f" ± {err[0]:.2g}")
             out.append((name, text, rng))
         return out
 
@@ -221,6 +244,8 @@ class AberrationEstimate:
         return {"model": self.model, "values": dict(self.values), "units": dict(self.units),
                 "training_ranges": {k: list(v) for k, v in self.ranges.items()},
                 "defocus": self.defocus, "spread": dict(self.spread),
+                "typical_errors": {k: list(v) for k, v in self.errors.items()},
+                "not_determined": sorted(k for k in self.errors if self.determined(k) is False),
                 "warnings": list(self.warnings)}
 
     def summary(self) -> str:
@@ -230,6 +255,26 @@ class AberrationEstimate:
                   for n, v, r in self.rows()]
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+DETERMINED_FRACTION = 0.8
+"""A value counts as determined by the series when the estimator's median validation error is
+below this fraction of the trivial estimator's (docs/estimator.md)."""
+
+_ERROR_KEYS = {"defocus_mean": "defocus", "defocus_step": "defocus", "Cs": "Cs", "C12": "C12",
+               "C21": "C21", "focal_spread": "focal_spread", "blur": "blur",
+               "dose": "log10_dose"}
+
+
+def card_errors(card: ModelCard) -> dict[str, tuple[float, float]]:
+    """``value name -> (median |error|, trivial median |error|)`` from an estimator's card."""
+    table = (card.metrics or {}).get("errors") or {}
+    out = {}
+    for name, key in _ERROR_KEYS.items():
+        row = table.get(key)
+        if row and row.get("median_abs_error") is not None:
+            out[name] = (float(row["median_abs_error"]), float(row["trivial_median_abs_error"]))
+    return out
 
 
 def default_estimator(models_dir=None) -> str | None:
@@ -344,8 +389,12 @@ class AberrationEstimator:
                       energy=float(self.card.energy), blur_unit="px")
         params = [physics.MicroscopeParameters(defocus=mean + (i - (n - 1) / 2) * step, **shared)
                   for i in range(n)]
+        errors = card_errors(self.card)
+        if "blur" in errors:  # px of the card's grid -> px of the series' grid
+            errors["blur"] = tuple(e * net_s / float(sampling) for e in errors["blur"])
         return AberrationEstimate(params=params, values=values, units=dict(UNITS), ranges=ranges,
-                                  warnings=warnings, model=self.card.name, spread=spread)
+                                  warnings=warnings, model=self.card.name, spread=spread,
+                                  errors=errors)
 
 
 _CACHE: dict = {}
