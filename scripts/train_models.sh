@@ -101,10 +101,26 @@ if [ $# -ne 1 ]; then
     exit 2
 fi
 estimator() {  # the aberration estimator (napari_exitwave.estimate), on the MoS2 data sets
+    # continue the shipped checkpoint on a fresh machine (the run folder is not committed)
+    if [ ! -f data/runs/estimator/state.json ] && [ -f "$MODELS_DIR/checkpoints/aberrations.keras" ]; then
+        mkdir -p data/runs/estimator
+        cp "$MODELS_DIR/checkpoints/aberrations.keras" data/runs/estimator/last.keras
+        cp "$MODELS_DIR/checkpoints/aberrations.keras" data/runs/estimator/best.keras
+        cp "$MODELS_DIR/checkpoints/aberrations.state.json" data/runs/estimator/state.json
+    fi
+    for tag in mos2 mosg; do
+        local sim="--dataset mos2"; [ "$tag" = mosg ] && sim="--dataset mos2-graphene"
+        local nt=1000 nv=200; [ "$tag" = mosg ] && nt=600 nv=150
+        # shellcheck disable=SC2086
+        "$T" simulate $sim --n "$nt" --seed 0 --workers "$WORKERS" --out "data/$tag-train.zarr" --no-progress
+        # shellcheck disable=SC2086
+        "$T" simulate $sim --n "$nv" --seed 1 --workers "$WORKERS" --out "data/$tag-val.zarr" --no-progress
+    done
     "$T" estimator --train data/mos2-train.zarr data/mosg-train.zarr \
         --val data/mos2-val.zarr data/mosg-val.zarr --out data/runs/estimator \
-        --max-minutes "${TRAIN_MINUTES:-28}" --steps 50 --batch-size 16 --workers "$WORKERS" \
+        --max-minutes "${TRAIN_MINUTES:-50}" --steps 50 --batch-size 16 --workers "$WORKERS" \
         --export aberrations --models "$MODELS_DIR"
+    "$T" ship data/runs/estimator --name aberrations --out "$MODELS_DIR/checkpoints"
 }
 
 if [ "$1" = estimator ]; then

@@ -27,7 +27,12 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 # Stated accuracy of the shipped estimator on the bundled MoS2 series (its parameters are in
 # src/napari_exitwave/data/sample_parameters.json): |error| bounds, a few times the median
 # validation error of docs/estimator.md so one series passes with margin.
-SAMPLE_BOUNDS = {"defocus": 25.0, "Cs_um": 6.0, "focal_spread": 6.0, "blur": 0.45}
+SAMPLE_BOUNDS = {"defocus": 25.0, "Cs_um": 6.0, "focal_spread": 6.0}
+# What the shipped estimator determines (median validation error below 0.8 x the trivial
+# estimator's, estimate.DETERMINED_FRACTION) and what it does not (docs/estimator.md): the table
+# shows the latter as "not determined", so the two lists must match the card.
+DETERMINED = ("defocus", "Cs", "focal_spread", "log10_dose")
+NOT_DETERMINED = ("C12", "C21", "blur")
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -137,9 +142,17 @@ def test_shipped_estimator_card_and_file(name):
     dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
     assert dims[1:] == [card.extra["input_size"]] * 2 + [2 * card.n_images]
     errors = card.metrics["errors"]
-    # it must beat knowing nothing (the middle of the ranges) on what the series determines
-    for key in ("defocus", "Cs", "focal_spread", "blur"):
-        assert errors[key]["median_abs_error"] < errors[key]["trivial_median_abs_error"], key
+    # it beats knowing nothing (the middle of the ranges) clearly on what docs/estimator.md
+    # says the series determines, and the docs' "not determined" list is the card's
+    from napari_exitwave.estimate import DETERMINED_FRACTION
+
+    for key in DETERMINED:
+        assert errors[key]["median_abs_error"] < (
+            DETERMINED_FRACTION * errors[key]["trivial_median_abs_error"]), key
+    for key in NOT_DETERMINED:
+        assert errors[key]["median_abs_error"] >= (
+            DETERMINED_FRACTION * errors[key]["trivial_median_abs_error"]), (
+            f"{key} is now determined: update docs/estimator.md and NOT_DETERMINED")
 
 
 @pytest.mark.skipif(not shipped, reason="no estimator shipped in models/")
@@ -154,8 +167,11 @@ def test_shipped_estimator_reads_the_bundled_series():
         assert abs(got.defocus - want.defocus) < SAMPLE_BOUNDS["defocus"]
     assert abs(est.values["Cs"] - truth[0].Cs / 1e4) < SAMPLE_BOUNDS["Cs_um"]
     assert abs(est.values["focal_spread"] - truth[0].focal_spread) < SAMPLE_BOUNDS["focal_spread"]
-    assert abs(est.values["blur"] - truth[0].blur) < SAMPLE_BOUNDS["blur"]
     assert not est.warnings
+    rows = {name: text for name, text, _ in est.rows()}
+    for name in ("C12", "C21", "blur"):
+        assert "not determined" in rows[name]
+    assert "±" in rows["defocus_mean"] and "±" in rows["Cs"]
     # the estimate feeds the residual: the bundled true wave is consistent with it
     from napari_exitwave.data import load_sample_exit_wave
     from napari_exitwave.residual import physics_residual

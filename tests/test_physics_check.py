@@ -131,7 +131,8 @@ def test_cli_prints_and_writes_the_check(stand_in, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "microscope estimate (stand-in):" in out and "defocus_step" in out
-    assert "physics residual: reduced chi-square" in out and "(consistent)" in out
+    # the stand-in's parameters count as estimated: figures, but no verdict on them
+    assert "physics residual: reduced chi-square" in out and "(not conclusive" in out
     meta = json.loads((tmp_path / "sample.json").read_text())
     assert meta["physics_residual"]["reduced_chi2"] > 0 and meta["estimate"]["values"]
     res = read_series(str(tmp_path / "sample_residual.tif"))
@@ -206,6 +207,8 @@ def test_verdict_uses_the_misfit_as_well_as_the_chi_square():
     assert verdict(2.0, 0.01).startswith("marginal")
     assert verdict(5.0, 0.001).startswith("the exit wave does not explain")
     assert verdict(float("nan"), 0.001).startswith("not finite")
-    line = residual_line(1.2, "estimate", 0.05)
-    assert "does not explain" in line and "estimated" in line
-    assert "estimated" not in residual_line(1.2, "estimate", 0.005)
+    # estimated parameters: the study found no separation, so no verdict either way
+    for chi2, misfit in ((1.2, 0.05), (1.2, 0.005), (50.0, 0.1)):
+        line = residual_line(chi2, "estimate + given", misfit)
+        assert "not conclusive" in line and "consistent)" not in line
+    assert residual_line(1.2, "given", 0.005).endswith("(consistent)")
