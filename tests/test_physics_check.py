@@ -197,6 +197,18 @@ def test_refinement_option_lowers_the_residual(no_estimator):
     assert any("refinement skipped" in w for w in alone.warnings)
 
 
+def test_refinement_is_skipped_on_estimated_parameters(stand_in):
+    """The benchmark found refinement with estimated parameters worse than the network alone:
+    the network's wave is kept, with a warning that says what to give instead."""
+    series = load_sample_series("mos2")
+    plain = reconstruct_series(series, "mos2")
+    rec = reconstruct_series(series, "mos2", physics_check=True, refine=True)
+    assert any("refinement skipped: the microscope parameters are estimated" in w
+               for w in rec.warnings)
+    assert rec.to_metadata()["refinement"] == {"skipped": "estimated parameters"}
+    np.testing.assert_array_equal(rec.exit_wave, plain.exit_wave)
+
+
 def test_verdict_uses_the_misfit_as_well_as_the_chi_square():
     """A low-dose failure keeps the chi-square near 1 but not the misfit (docs/residual.md):
     the verdict says so; a small misfit at any chi-square up to marginal stays as before."""

@@ -269,9 +269,18 @@ def iter_reconstruct(series, model=None, *, method: str = "network", align: bool
             providers, warnings, timings, meta, series_sampling=s_in, defocus=d, Cs=Cs,
             focal_spread=focal_spread, dose=dose, microscope=microscope, energy=check_energy)
     if refine:
+        source = (meta.get("physics_residual") or {}).get("parameters_from", "")
         if residual is None:
             warnings.append("refinement skipped: it needs the microscope parameters of the "
-                            "physics check (an estimator, or the defocus and dose given)")
+                            "physics check (the defocus and dose given, or the full microscope)")
+        elif str(source).startswith("estimate"):
+            # benchmarks/compare_traditional.py --refine: with the estimate's parameters the
+            # refined waves were worse than the network's (median complex RMSE 0.0147 -> 0.0228)
+            warnings.append("refinement skipped: the microscope parameters are estimated, and "
+                            "refining with estimated parameters made exit waves worse in the "
+                            "benchmark (docs/traditional.md); give the microscope's parameters "
+                            "(microscope=[...], or --defocus, --Cs, --focal-spread, --dose)")
+            meta["refinement"] = {"skipped": "estimated parameters"}
         else:
             yield 0.97, "refining against the images"
             wave, residual = _refine(wave, out_sampling, seen, meta, warnings, timings,
