@@ -273,7 +273,7 @@ def iter_reconstruct(series, model=None, *, method: str = "network", align: bool
         if residual is None:
             warnings.append("refinement skipped: it needs the microscope parameters of the "
                             "physics check (the defocus and dose given, or the full microscope)")
-        elif str(source).startswith("estimate"):
+        elif source == "estimate":  # nothing given: every parameter is the estimate's
             # benchmarks/compare_traditional.py --refine: with the estimate's parameters the
             # refined waves were worse than the network's (median complex RMSE 0.0147 -> 0.0228)
             warnings.append("refinement skipped: the microscope parameters are estimated, and "
