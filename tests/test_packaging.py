@@ -107,7 +107,7 @@ def test_checkout_finds_the_repository_models_after_the_users(tmp_path, monkeypa
 
     monkeypatch.delenv("NAPARI_EXITWAVE_MODELS", raising=False)
     assert models_dirs() == [ROOT / "models"]
-    assert sorted(list_models()) == sorted(json.loads(c.read_text())["name"] for c in CARDS)
+    assert sorted(list_models(kind=None)) == sorted(json.loads(c.read_text())["name"] for c in CARDS)
     monkeypatch.setenv("NAPARI_EXITWAVE_MODELS", str(tmp_path))
     assert models_dirs() == [tmp_path, ROOT / "models"]
 

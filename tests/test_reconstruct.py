@@ -129,8 +129,11 @@ def test_cancel_and_bad_arguments(tiny):
         reconstruct_series(_series(), tiny[0], defocus=[0, 1])
 
 
-def test_traditional_needs_defocus_and_sampling():
+def test_traditional_needs_defocus_and_sampling(monkeypatch):
+    from estimate_stand_in import install_no_estimator
+
     s = _series(defocus=None)
+    install_no_estimator(monkeypatch)  # with an estimator, GS takes its defocus (test_physics_check)
     with pytest.raises(SeriesMismatchError, match="needs the defocus"):
         reconstruct_series(s, method="gs")
     with pytest.raises(SeriesMismatchError, match="needs the pixel size"):
