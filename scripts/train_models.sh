@@ -32,6 +32,10 @@ recipe() {
         TAG=mos2; SIM="--dataset mos2"; NT=${N_TRAIN:-1000}; NV=${N_VAL:-200}; SEED=0; CROP=128
         MIN=${TRAIN_MINUTES:-130}; FROM=mos2-graphene-a  # the first run started from its weights
         DESC="unsupported MoS2 nanoflakes, 50 keV, 0.105 A/px, 3 images (Table 1 ranges)" ;;
+    mos2-2img|mos2-4img)  # 2- and 4-image series (users' stacks): finetuned from mos2's weights
+        TAG=mos2; SIM="--dataset mos2"; NT=${N_TRAIN:-1000}; NV=${N_VAL:-200}; CROP=128
+        NI=${1#mos2-}; NI=${NI%img}; SEED=$((NI + 1)); MIN=${TRAIN_MINUTES:-95}; FROM=mos2; LR=3e-4
+        DESC="unsupported MoS2 nanoflakes, 50 keV, 0.105 A/px, $NI images 10 nm in total (Table 1 ranges, blur in px); finetuned from mos2 (finetune --n-images $NI)" ;;
     mos2-graphene-a|mos2-graphene-b)  # two independent networks (own initialisation and data order)
         TAG=mosg; SIM="--dataset mos2-graphene"; NT=${N_TRAIN:-600}; NV=${N_VAL:-150}; CROP=128
         SEED=$([ "$1" = mos2-graphene-a ] && echo 0 || echo 1); MIN=${TRAIN_MINUTES:-20}
@@ -45,7 +49,7 @@ recipe() {
         NV=${N_VAL:-120}; SEED=0; CROP=0; MIN=${TRAIN_MINUTES:-20}
         EXTRA="--sampling-jitter 0.215 0.235"  # the paper's pixel-size range around 0.22
         DESC="MoS2 nanoflakes on graphene at 0.22 A/px (the paper's experimental case), 50 keV, 3 images" ;;
-    *) echo "unknown network '$1' (mos2, mos2-graphene-a, mos2-graphene-b, 2d, mos2-graphene-022, all)" >&2
+    *) echo "unknown network '$1' (mos2, mos2-2img, mos2-4img, mos2-graphene-a, mos2-graphene-b, 2d, mos2-graphene-022, all)" >&2
        exit 2 ;;
     esac
 }
@@ -53,7 +57,7 @@ recipe() {
 train_one() {
     local name=$1 start
     start=$(date +%s)
-    EXTRA=""; FROM=""
+    EXTRA=""; FROM=""; NI=""; LR=1e-3
     recipe "$name"
     # continue the shipped checkpoint when the run folder is not here (a fresh machine); a
     # network with none starts from its recipe's FROM network (transfer), else from scratch
@@ -62,7 +66,7 @@ train_one() {
         EXTRA="$EXTRA --init-from $MODELS_DIR/checkpoints/$name.keras"
     elif [ -n "${FROM:-}" ] && [ ! -f "data/runs/$name/state.json" ]; then
         cmd=finetune
-        EXTRA="$EXTRA --from $MODELS_DIR/checkpoints/$FROM.keras"
+        EXTRA="$EXTRA --from $MODELS_DIR/checkpoints/$FROM.keras${NI:+ --n-images $NI}"
     fi
     local split_train="" split_val=""
     if [ "$TAG" = 2d ]; then split_train="--split train"; split_val="--split validation"; fi
@@ -81,7 +85,7 @@ train_one() {
     [ "$cmd" = finetune ] && only_train=""
     # shellcheck disable=SC2086
     "$T" $cmd --train "data/$TAG-train.zarr" --val "data/$TAG-val.zarr" --out "data/runs/$name" \
-        --epochs 500 --batch-size 8 --crop "$CROP" --optimizer adam --lr 1e-3 \
+        --epochs 500 --batch-size 8 --crop "$CROP" --optimizer adam --lr "$LR" \
         --drift 1 $EXTRA --workers "$WORKERS" --seed "$SEED" --max-minutes "$MIN" \
         $only_train --quiet
     local rc=$?
@@ -126,7 +130,9 @@ estimator() {  # the aberration estimator (napari_exitwave.estimate), on the MoS
 if [ "$1" = estimator ]; then
     estimator
 elif [ "$1" = all ]; then
-    for n in mos2 mos2-graphene-a mos2-graphene-b 2d mos2-graphene-022; do train_one "$n"; done
+    for n in mos2 mos2-graphene-a mos2-graphene-b 2d mos2-graphene-022 mos2-2img mos2-4img; do
+        train_one "$n"
+    done
 else
     train_one "$1"
 fi

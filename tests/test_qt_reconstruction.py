@@ -151,12 +151,15 @@ def test_error_messages(qtbot, tmp_path, viewer_widget, models):
     widget.layer_combo.setCurrentText("single")
     assert "single 2-D image" in widget.check_label.text()
     assert not widget.run_button.isEnabled() and widget.run() is None
-    # the wrong number of images
+    # the wrong number of images (5: no shipped network takes them, so the tick stays)
+    path5, _ = _series(tmp_path, n=5)
+    viewer.open(str(path5), plugin="napari-exitwave")
+    widget.layer_combo.setCurrentText("series5")
+    assert "expects 3 images" in widget.check_label.text() and not widget.run_button.isEnabled()
+    # a 2-image series, which the 2-image model takes
     path2, _ = _series(tmp_path, n=2)
     viewer.open(str(path2), plugin="napari-exitwave")
     widget.layer_combo.setCurrentText("series2")
-    assert "expects 3 images" in widget.check_label.text() and not widget.run_button.isEnabled()
-    # ... which the 2-image model takes
     widget.add_model(str(models["two"]))
     _use_only(widget, "tiny_two")
     assert widget.run_button.isEnabled()
