@@ -54,6 +54,19 @@ recipe() {
     esac
 }
 
+# the training (seed 0) and validation (seed 1) sets of the recipe last read by `recipe`
+simulate_data() {
+    local split_train="" split_val=""
+    if [ "$TAG" = 2d ]; then split_train="--split train"; split_val="--split validation"; fi
+    mkdir -p data
+    # shellcheck disable=SC2086
+    "$T" simulate $SIM $split_train --n "$NT" --seed 0 --workers "$WORKERS" \
+        --out "data/$TAG-train.zarr" --no-progress
+    # shellcheck disable=SC2086
+    "$T" simulate $SIM $split_val --n "$NV" --seed 1 --workers "$WORKERS" \
+        --out "data/$TAG-val.zarr" --no-progress
+}
+
 train_one() {
     local name=$1 start
     start=$(date +%s)
@@ -68,16 +81,9 @@ train_one() {
         cmd=finetune
         EXTRA="$EXTRA --from $MODELS_DIR/checkpoints/$FROM.keras${NI:+ --n-images $NI}"
     fi
-    local split_train="" split_val=""
-    if [ "$TAG" = 2d ]; then split_train="--split train"; split_val="--split validation"; fi
-    mkdir -p data "$MODELS_DIR"
+    mkdir -p "$MODELS_DIR"
     echo ">> [$name] simulating $NT + $NV samples ($SIM)"
-    # shellcheck disable=SC2086
-    "$T" simulate $SIM $split_train --n "$NT" --seed 0 --workers "$WORKERS" \
-        --out "data/$TAG-train.zarr" --no-progress
-    # shellcheck disable=SC2086
-    "$T" simulate $SIM $split_val --n "$NV" --seed 1 --workers "$WORKERS" \
-        --out "data/$TAG-val.zarr" --no-progress
+    simulate_data
     echo ">> [$name] training ($PRESET, seed $SEED, at most $MIN min)"
     set +e
     # shellcheck disable=SC2086
@@ -112,13 +118,10 @@ estimator() {  # the aberration estimator (napari_exitwave.estimate), on the MoS
         cp "$MODELS_DIR/checkpoints/aberrations.keras" data/runs/estimator/best.keras
         cp "$MODELS_DIR/checkpoints/aberrations.state.json" data/runs/estimator/state.json
     fi
-    for tag in mos2 mosg; do
-        local sim="--dataset mos2"; [ "$tag" = mosg ] && sim="--dataset mos2-graphene"
-        local nt=1000 nv=200; [ "$tag" = mosg ] && nt=600 nv=150
-        # shellcheck disable=SC2086
-        "$T" simulate $sim --n "$nt" --seed 0 --workers "$WORKERS" --out "data/$tag-train.zarr" --no-progress
-        # shellcheck disable=SC2086
-        "$T" simulate $sim --n "$nv" --seed 1 --workers "$WORKERS" --out "data/$tag-val.zarr" --no-progress
+    local net
+    for net in mos2 mos2-graphene-a; do  # their data sets: data/mos2-*.zarr, data/mosg-*.zarr
+        recipe "$net"
+        simulate_data
     done
     "$T" estimator --train data/mos2-train.zarr data/mosg-train.zarr \
         --val data/mos2-val.zarr data/mosg-val.zarr --out data/runs/estimator \

@@ -283,13 +283,11 @@ def _run_finetune(args) -> int:
         cfg = TrainConfig(train=args.train, val=args.val, epochs=args.epochs,
                           batch_size=args.batch_size, crop=args.crop or None, seed=args.seed,
                           workers=args.workers, **_recipe_kwargs(args))
-        if args.n_images:
-            if args.n_images < 1:
-                raise ValueError(f"--n-images must be >= 1, got {args.n_images}")
-            cfg.network = dict(cfg.network, n_images=args.n_images)
+        if args.n_images is not None and args.n_images < 1:
+            raise ValueError(f"--n-images must be >= 1, got {args.n_images}")
         state = train(cfg, args.out, max_minutes=args.max_minutes,
                       verbose=0 if args.quiet else 1, finetune_from=source,
-                      finetune_n_images=bool(args.n_images))
+                      finetune_n_images=args.n_images)
     except (ValueError, FileNotFoundError) as exc:
         print(f"exitwave-train finetune: {exc}", file=sys.stderr)
         return 2

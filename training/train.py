@@ -278,7 +278,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
           init_from: str | os.PathLike | None = None,
           finetune_from: str | os.PathLike | None = None,
           snapshot_every: int | None = None,
-          finetune_n_images: bool = False) -> dict[str, Any]:
+          finetune_n_images: int | None = None) -> dict[str, Any]:
     """Train (or continue training) into ``run_dir``; returns the run's state.
 
     Stops after ``cfg.epochs`` epochs, or earlier when the next epoch would not finish within
@@ -290,9 +290,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
     copied into an empty ``run_dir`` and continued exactly (weights, optimizer, epoch, RNG
     positions), with the run's saved configuration. ``finetune_from``: a ``.keras`` file or
     run directory whose weights start a *new* run of ``cfg`` (fresh optimizer and schedule,
-    e.g. on a user's own material class); ``cfg.network`` is taken from that checkpoint, but
-    for ``cfg.network["n_images"]`` when ``finetune_n_images`` (a 2- or 4-image network started
-    from a 3-image one, :func:`transfer_weights`).
+    e.g. on a user's own material class); ``cfg.network`` is taken from that checkpoint, with
+    ``finetune_n_images`` images per series when given (a 2- or 4-image network started from
+    a 3-image one, :func:`transfer_weights`).
     ``snapshot_every``: also keep the weights of every N-th epoch in ``run_dir/snapshots/``
     (listed in ``state["snapshots"]`` with the samples seen: the learning curve,
     ``benchmarks/learning_curve.py``).
@@ -326,10 +326,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
         base = None
         if finetune_from is not None:
             base, base_state = load_checkpoint(finetune_from, "best")
-            n_wanted = cfg.network.get("n_images") if finetune_n_images else None
             cfg.network = dict(base_state.get("config", {}).get("network") or cfg.network)
-            if n_wanted:
-                cfg.network["n_images"] = int(n_wanted)
+            if finetune_n_images:
+                cfg.network["n_images"] = int(finetune_n_images)
         set_determinism(cfg.seed)
         train_ds, val_ds, data_info, _ = _datasets(cfg)
         model = make_model(cfg, cfg.epochs * len(train_ds), weights_from=base)

@@ -166,11 +166,6 @@ def verdict(reduced_chi2: float, misfit: float | None = None, source: str | None
     return "marginal: small parameter errors or a slightly different noise model"
 
 
-def consistent(reduced_chi2: float, misfit: float | None = None,
-               source: str | None = None) -> bool:
-    """True when :func:`verdict` says "consistent"."""
-    return verdict(reduced_chi2, misfit, source) == "consistent"
-
 
 def residual_line(reduced_chi2: float, source: str | None = None,
                   misfit: float | None = None) -> str:
