@@ -330,3 +330,28 @@ def test_finetune_to_two_images(toy, tmp_path):
                  "--out", str(tmp_path / "models")]) == 0
     card = json.loads((tmp_path / "models" / "toy2.json").read_text())
     assert card["n_images"] == 2 and card["defocus_step"] == pytest.approx(100.0)
+
+
+def test_set_lr_continues_a_run_at_a_lower_rate_with_its_optimizer_state(toy, tmp_path):
+    """An LR drop keeps Adam's moments and update count (a fresh optimizer does not), is
+    recorded in the state, and is refused for a schedule or where there is no run."""
+    from exitwave_training.cli import main
+
+    cfg = dict(optimizer="adam", learning_rate=1e-3)
+    train(_cfg(toy, epochs=1, **cfg), tmp_path / "r", verbose=0)
+    before, _ = load_checkpoint(tmp_path / "r")
+    steps = int(np.asarray(before.optimizer.iterations))
+    state = train(_cfg(toy, epochs=2, **cfg), tmp_path / "r", verbose=0, set_learning_rate=1e-4)
+    assert state["epoch"] == 2 and state["lr_changes"] == [dict(epoch=1, old=1e-3, new=1e-4)]
+    assert state["config"]["learning_rate"] == 1e-4
+    after, _ = load_checkpoint(tmp_path / "r")
+    assert float(np.asarray(after.optimizer.learning_rate)) == pytest.approx(1e-4)
+    assert int(np.asarray(after.optimizer.iterations)) == 2 * steps  # the count went on
+    # the run resumed from there keeps the new rate (no second change recorded)
+    state = train(_cfg(toy, epochs=3, **cfg), tmp_path / "r", verbose=0)
+    assert len(state["lr_changes"]) == 1 and state["config"]["learning_rate"] == 1e-4
+    with pytest.raises(ValueError, match="no run"):
+        train(_cfg(toy, **cfg), tmp_path / "empty", verbose=0, set_learning_rate=1e-4)
+    train(_cfg(toy, epochs=1, schedule="cosine", **cfg), tmp_path / "c", verbose=0)
+    assert main(["train", "--train", toy, "--out", str(tmp_path / "c"), "--epochs", "2",
+                 "--set-lr", "1e-4", "--quiet"]) == 2

@@ -150,6 +150,9 @@ def _add_train(subparsers) -> None:
     p.add_argument("--max-minutes", type=float, help="stop before an epoch that would not "
                                                      "finish in this time; resume later")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--set-lr", type=float, metavar="LR",
+                   help="continue the run (or --init-from checkpoint) at this constant learning "
+                        "rate, keeping the optimizer's state: a learning-rate drop")
     _add_blur_unit(p, None, "the training data set's")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run_train)
@@ -218,7 +221,7 @@ def _run_train(args) -> int:
                           **_recipe_kwargs(args))
         state = train(cfg, args.out, resume=not args.restart, max_minutes=args.max_minutes,
                       verbose=0 if args.quiet else 1, init_from=args.init_from,
-                      snapshot_every=args.snapshot_every)
+                      snapshot_every=args.snapshot_every, set_learning_rate=args.set_lr)
     except (ValueError, FileNotFoundError) as exc:
         print(f"exitwave-train train: {exc}", file=sys.stderr)
         return 2

@@ -278,7 +278,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
           init_from: str | os.PathLike | None = None,
           finetune_from: str | os.PathLike | None = None,
           snapshot_every: int | None = None,
-          finetune_n_images: int | None = None) -> dict[str, Any]:
+          finetune_n_images: int | None = None,
+          set_learning_rate: float | None = None) -> dict[str, Any]:
     """Train (or continue training) into ``run_dir``; returns the run's state.
 
     Stops after ``cfg.epochs`` epochs, or earlier when the next epoch would not finish within
@@ -293,6 +294,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
     e.g. on a user's own material class); ``cfg.network`` is taken from that checkpoint, with
     ``finetune_n_images`` images per series when given (a 2- or 4-image network started from
     a 3-image one, :func:`transfer_weights`).
+    ``set_learning_rate``: continue a run of a constant schedule at this learning rate, the
+    optimizer's state (Adam's moments, the update count) kept: the learning-rate drop at the end
+    of a run. A fresh optimizer at a lower rate (``finetune --lr``) knocked a converged network
+    off its minimum (docs/models.md). Recorded in ``state["lr_changes"]``.
     ``snapshot_every``: also keep the weights of every N-th epoch in ``run_dir/snapshots/``
     (listed in ``state["snapshots"]`` with the samples seen: the learning curve,
     ``benchmarks/learning_curve.py``).
@@ -319,10 +324,15 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
         set_determinism(cfg.seed)
         model, state = load_checkpoint(run_dir)
         state["config"] = cfg.to_dict()
+        if set_learning_rate is not None:
+            _set_learning_rate(model, cfg, state, float(set_learning_rate), verbose)
         train_ds, val_ds, data_info, _ = _datasets(cfg)
         if verbose:
             print(f"resuming {run_dir} after epoch {state['epoch']}/{cfg.epochs}", flush=True)
     else:
+        if set_learning_rate is not None:
+            raise ValueError(f"there is no run in {run_dir} to continue at a new learning rate "
+                             "(--set-lr continues a run; start one with --lr)")
         base = None
         if finetune_from is not None:
             base, base_state = load_checkpoint(finetune_from, "best")
@@ -384,6 +394,25 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = True,
     state["finished"] = state["epoch"] >= cfg.epochs
     atomic_write_json(state, state_path)
     return state
+
+
+def _set_learning_rate(model, cfg: TrainConfig, state: dict, lr: float, verbose: int) -> None:
+    """Change a resumed run's constant learning rate, keeping the optimizer's state."""
+    if cfg.schedule != "constant":
+        raise ValueError(f"the run's learning rate follows a {cfg.schedule} schedule (a function "
+                         "of the update count); a new rate applies to constant-rate runs only")
+    if not lr > 0:
+        raise ValueError(f"the learning rate must be positive, got {lr}")
+    if lr == cfg.learning_rate:
+        return
+    model.optimizer.learning_rate.assign(lr)
+    state.setdefault("lr_changes", []).append(
+        dict(epoch=int(state["epoch"]), old=float(cfg.learning_rate), new=lr))
+    cfg.learning_rate = lr
+    state["config"] = cfg.to_dict()
+    if verbose:
+        print(f"learning rate {state['lr_changes'][-1]['old']:g} -> {lr:g} from epoch "
+              f"{state['epoch'] + 1} (optimizer state kept)", flush=True)
 
 
 def _seed_run_dir(source: Path, run_dir: Path) -> None:
