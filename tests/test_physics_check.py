@@ -56,8 +56,9 @@ def test_the_residual_separates_a_wrong_exit_wave():
     # zero-mean (normalised) images cannot be compared in noise units: a clear refusal
     none, why = check_residual(wave, s, physics.normalize_series(series.images), true, s)
     assert none is None and "not zero-mean normalised" in why
-    # the blur of params given in px of another grid is converted through A
-    half = [dataclasses.replace(p, blur=2 * p.blur) for p in true]
+    # params of another grid (a detector at half the pixel size): the blur in px is converted
+    # through A, the MTF's frequencies (units of that grid's Nyquist) by the pixel-size ratio
+    half = [dataclasses.replace(p, blur=2 * p.blur, mtf_c2=p.mtf_c2 / 2) for p in true]
     same, _ = check_residual(wave, s, series.images, half, params_sampling=s / 2)
     assert same.reduced_chi2 == pytest.approx(good.reduced_chi2, rel=1e-6)
 

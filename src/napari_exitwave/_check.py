@@ -21,7 +21,7 @@ import numpy as np
 from . import physics
 
 __all__ = ["CHECK_MODES", "CONSISTENT_CHI2", "estimator_available", "estimate_or_none",
-           "microscope_parameters", "check_residual", "verdict", "residual_line",
+           "microscope_parameters", "params_on_grid", "check_residual", "verdict", "residual_line",
            "residual_metadata"]
 
 CHECK_MODES = (False, True, "auto")
@@ -112,6 +112,17 @@ def microscope_parameters(n_images: int, estimate=None, *, defocus: Sequence[flo
     return out
 
 
+def params_on_grid(params: Sequence[physics.MicroscopeParameters], params_sampling: float,
+                   sampling: float) -> list[physics.MicroscopeParameters]:
+    """``params`` whose blur (px) and detector MTF (frequencies in units of the Nyquist
+    frequency) refer to a grid of ``params_sampling`` A/px, expressed for a grid of ``sampling``
+    A/px: the blur in A, the MTF's ``c2`` scaled by ``sampling / params_sampling`` (the same MTF
+    of the physical frequency; exact for images Fourier-resampled from the detector grid)."""
+    scale = float(sampling) / float(params_sampling)
+    return [dataclasses.replace(p, blur=p.blur_sigma(params_sampling), blur_unit="A",
+                                mtf_c2=p.mtf_c2 * scale) for p in params]
+
+
 def check_residual(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
                    params: Sequence[physics.MicroscopeParameters], params_sampling: float,
                    border: int = 8):
@@ -131,8 +142,7 @@ def check_residual(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
     if not all(np.isfinite(p.dose) and p.dose > 0 for p in params):
         return None, ("the dose is unknown (no estimate of it, none given), so the residual "
                       "cannot be put in noise units; give it (--dose, e/A^2)")
-    params = [dataclasses.replace(p, blur=p.blur_sigma(params_sampling), blur_unit="A")
-              for p in params]
+    params = params_on_grid(params, params_sampling, sampling)
     b = min(border, max(0, (min(wave.shape) - 1) // 2 - 1))
     try:
         return physics_residual(wave, float(sampling), images, params, border=b), None

@@ -175,10 +175,10 @@ class AberrationEstimate:
     params : list of MicroscopeParameters
         One per image (blur in px of the series' grid, finite dose): ready for
         :func:`napari_exitwave.residual.physics_residual` and the traditional methods. The
-        detector MTF is not estimated (a property of the camera, not of the series): none is
-        assumed. On the bundled sample (MTF c1 = 0.1) that lowers the residual of the true wave
-        to chi-square 0.29; the middle of the training MTF ranges instead raises it to 6.5,
-        because the wrong MTF changes the model images as well (docs/estimator.md).
+        detector MTF and the dose of each image come from the noise power spectrum beyond the
+        information limit (:mod:`napari_exitwave.detector`, in :attr:`detector`), the rest
+        from the network. When the spectrum cannot be fitted (normalised images, a frame
+        under 32 px) the dose is the network's and no MTF is assumed.
     values : dict
         The estimated values in :attr:`units` (``defocus_mean`` ... ``dose``, see the module doc).
     units : dict
@@ -200,6 +200,9 @@ class AberrationEstimate:
     warnings: list
     model: str
     spread: dict = dataclasses.field(default_factory=dict)
+    detector: Any = None
+    """The :class:`~napari_exitwave.detector.NoiseSpectrumFit` of the series (MTF and doses),
+    or ``None`` when it could not be made."""
     errors: dict = dataclasses.field(default_factory=dict)
     """Typical error of each value (``name -> (median |error|, trivial's median |error|)``, in
     :attr:`units`; ``dose`` in log10 units) on the estimator's validation series, from its
@@ -240,7 +243,13 @@ class AberrationEstimate:
                 elif err:
                     text += (f" (x/÷ {10 ** err[0]:.2g})" if name == "dose"
                              else f" ± {err[0]:.2g}")
+            if name == "dose" and self.detector is not None:
+                text = f"{v:.3g} {unit} (noise spectrum)"
             out.append((name, text, rng))
+        if self.detector is not None:
+            c1, c2, c3 = self.detector.mtf
+            note = "" if self.detector.consistent else " (spectrum off the noise model)"
+            out.append(("detector MTF", f"c1 {c1:.2f}, c2 {c2:.3f}, c3 {c3:.2f}{note}", ""))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -249,6 +258,7 @@ class AberrationEstimate:
                 "defocus": self.defocus, "spread": dict(self.spread),
                 "typical_errors": {k: list(v) for k, v in self.errors.items()},
                 "not_determined": sorted(k for k in self.errors if self.determined(k) is False),
+                "detector": None if self.detector is None else self.detector.to_dict(),
                 "warnings": list(self.warnings)}
 
     def summary(self) -> str:
@@ -358,6 +368,7 @@ class AberrationEstimator:
         """
         images = np.asarray(images, np.float64)
         n = images.shape[0]
+        raw = images
         if images.ndim != 3 or n != self.card.n_images:
             raise ModelError(f"the estimator {self.card.name!r} takes a series of "
                              f"{self.card.n_images} images, got shape {images.shape}")
@@ -384,20 +395,54 @@ class AberrationEstimator:
                 warnings.append(f"{k} = {v:.3g} {UNITS[k]} is outside the training range "
                                 f"{lo:g} to {hi:g} {UNITS[k]}: the series is out of distribution "
                                 "for the networks too")
+        detector = _detector(raw, float(sampling), self.ranges, warnings)
+        doses = np.full(n, values["dose"]) if detector is None else detector.dose
+        if detector is not None:
+            values["dose_network"] = values["dose"]
+            values["dose"] = float(10 ** detector.log10_dose)
         step, mean = values["defocus_step"], values["defocus_mean"]
         shared = dict(Cs=values["Cs"] * 1e4, astigmatism=values["C12"],
                       astigmatism_angle=values["phi12"], coma=values["C21"],
                       coma_angle=values["phi21"], focal_spread=max(values["focal_spread"], 0.0),
                       blur=max(values["blur"], 0.0), dose=values["dose"],
                       energy=float(self.card.energy), blur_unit="px")
-        params = [physics.MicroscopeParameters(defocus=mean + (i - (n - 1) / 2) * step, **shared)
+        if detector is not None:
+            shared.update(mtf_c1=detector.mtf[0], mtf_c2=detector.mtf[1],
+                          mtf_c3=detector.mtf[2])
+        params = [physics.MicroscopeParameters(defocus=mean + (i - (n - 1) / 2) * step,
+                                               **dict(shared, dose=float(doses[i])))
                   for i in range(n)]
         errors = card_errors(self.card)
         if "blur" in errors:  # px of the card's grid -> px of the series' grid
             errors["blur"] = tuple(e * net_s / float(sampling) for e in errors["blur"])
+        if detector is not None:  # the dose is the noise spectrum's, not the network's
+            errors.pop("dose", None)
         return AberrationEstimate(params=params, values=values, units=dict(UNITS), ranges=ranges,
                                   warnings=warnings, model=self.card.name, spread=spread,
-                                  errors=errors)
+                                  errors=errors, detector=detector)
+
+
+def _detector(images: np.ndarray, sampling: float, ranges: physics.ParameterRanges,
+              warnings: list):
+    """The :class:`~napari_exitwave.detector.NoiseSpectrumFit` of raw ``images`` on their own
+    grid, or None (with a warning) when it cannot be made: it needs intensities, not normalised
+    images."""
+    from .detector import fit_noise_spectrum
+
+    try:
+        fit = fit_noise_spectrum(images, sampling, bounds=(tuple(ranges.mtf_c1),
+                                                           tuple(ranges.mtf_c2),
+                                                           tuple(ranges.mtf_c3)))
+    except ValueError as e:
+        warnings.append(f"no detector MTF or dose from the noise spectrum ({e}); the dose is "
+                        "the network's and no MTF is assumed")
+        return None
+    if not fit.consistent:
+        warnings.append(f"the noise spectrum beyond the information limit does not follow shot "
+                        f"noise through an MTF (rms deviation {fit.ratio_rms:.2g}, expected "
+                        f"{fit.expected_rms:.2g}): a camera offset, read noise or processed "
+                        "images? The MTF and dose are uncertain")
+    return fit
 
 
 _CACHE: dict = {}

@@ -370,8 +370,7 @@ def _physics_check(mode, wave, sampling, images, estimate, est_sampling, estimat
         residual, why = _check.check_residual(wave, sampling, images, params,
                                               params_sampling=params_sampling)
         # recorded with the blur in A, which holds on any grid (the refinement reads them)
-        params = [dataclasses.replace(p, blur=p.blur_sigma(params_sampling), blur_unit="A")
-                  for p in params]
+        params = _check.params_on_grid(params, params_sampling, sampling)
     timings["residual"] = time.perf_counter() - t
     if residual is None:
         failed = "does not follow the model" in str(why)  # the check ran and failed
