@@ -71,12 +71,20 @@ def test_the_estimate_feeds_the_residual(stand_in):
     assert stand_in == [((3, 256, 256), 0.105)]  # the images the network saw, its pixel size
     meta = rec.to_metadata()
     assert meta["estimate"]["model"] == "stand-in"
-    assert meta["physics_residual"]["parameters_from"] == "estimate"
+    # the estimate's defocus, C12, C21 and Cs fitted with the exit wave held fixed: from the
+    # true parameters (the stand-in's) the fit stays near them
+    assert meta["physics_residual"]["parameters_from"] == "estimate + fit"
+    fit = meta["aberration_fit"]
+    assert abs(fit["changes"]["defocus"]) < 5 and abs(fit["changes"]["Cs"]) < 1e4
+    assert fit["misfit"] <= fit["start_misfit"] and "aberration_fit" in rec.timings
     assert "estimate" in rec.timings and rec.reduced_chi2 < 3
+    plain = reconstruct_series(series, "mos2", physics_check="auto", fit_aberrations=False)
+    assert plain.to_metadata()["physics_residual"]["parameters_from"] == "estimate"
+    assert "aberration_fit" not in plain.to_metadata()
     assert any("microscope estimate: Cs = -8 um" in w for w in rec.warnings)
     # what the user gives wins over the estimate
     rec2 = reconstruct_series(series, "mos2", physics_check=True, dose=1e2)
-    assert rec2.to_metadata()["physics_residual"]["parameters_from"] == "estimate + given"
+    assert rec2.to_metadata()["physics_residual"]["parameters_from"] == "estimate + given + fit"
     assert rec2.to_metadata()["physics_residual"]["microscope"][0]["dose"] == 1e2
     assert rec2.reduced_chi2 < rec.reduced_chi2 / 10  # 100x less dose: 100x the variance
 
@@ -132,12 +140,24 @@ def test_cli_prints_and_writes_the_check(stand_in, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "microscope estimate (stand-in):" in out and "defocus_step" in out
-    # the stand-in's parameters count as estimated: figures, but no verdict on them
-    assert "physics residual: reduced chi-square" in out and "(not conclusive" in out
+    # the stand-in's parameters count as estimated and are fitted: no alarm on the sample, and
+    # the line says how little that proves
+    assert "physics residual: reduced chi-square" in out and "(no alarm, which" in out
     meta = json.loads((tmp_path / "sample.json").read_text())
     assert meta["physics_residual"]["reduced_chi2"] > 0 and meta["estimate"]["values"]
+    assert "aberration fit (exit wave held fixed)" in out
+    assert meta["aberration_fit"]["misfit"] <= meta["aberration_fit"]["start_misfit"]
+    assert meta["physics_residual"]["parameters_from"].endswith("+ fit")
     res = read_series(str(tmp_path / "sample_residual.tif"))
     assert res.images.shape == (3, 256, 256) and res.sampling == pytest.approx(0.105)
+    # without the fit the estimate is used as it is, and the line gives no verdict
+    code = cli.main(["reconstruct", "sample", "--out", str(tmp_path / "nofit"), "-q",
+                     "--no-peaks", "--no-aberration-fit"])
+    out = capsys.readouterr().out
+    meta = json.loads((tmp_path / "nofit" / "sample.json").read_text())
+    assert code == 0 and "aberration fit" not in out and "not conclusive" in out
+    assert "aberration_fit" not in meta
+    assert not meta["physics_residual"]["parameters_from"].endswith("+ fit")
     # an earlier residual file is kept unless --overwrite (and is no output without the option)
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "sample_residual.tif").write_bytes(b"earlier")
@@ -225,3 +245,11 @@ def test_verdict_uses_the_misfit_as_well_as_the_chi_square():
         line = residual_line(chi2, "estimate + given", misfit)
         assert "not conclusive" in line and "consistent)" not in line
     assert residual_line(1.2, "given", 0.005).endswith("(consistent)")
+    # estimated, then fitted: an alarm above the fitted study's threshold (2-5% false alarms),
+    # below it no verdict of consistency
+    from napari_exitwave._check import FITTED_MISFIT_ALARM, NOT_CONTRADICTED
+
+    for source in ("estimate + fit", "estimate + given + fit"):
+        assert verdict(1.1, 1.2 * FITTED_MISFIT_ALARM, source).startswith("the exit wave does not")
+        assert verdict(1.1, 0.8 * FITTED_MISFIT_ALARM, source) == NOT_CONTRADICTED
+        assert verdict(50.0, 0.8 * FITTED_MISFIT_ALARM, source) == NOT_CONTRADICTED

@@ -443,6 +443,12 @@ def test_physics_check_table_and_residual_layer(qtbot, tmp_path, viewer_widget, 
     assert not panel.isHidden() and not panel.table.isHidden()
     assert "physics residual: reduced chi-square" in panel.residual_label.text()
     assert panel.table.rowCount() == 6 and panel.table.item(0, 0).text() == "defocus_mean"
+    # the aberration fit's column beside the estimate (Cs is fitted; the file's defocus is not)
+    assert panel.table.columnCount() == 4
+    assert panel.table.horizontalHeaderItem(2).text() == "fitted"
+    cs_row = [panel.table.item(i, 0).text() for i in range(6)].index("Cs")
+    assert panel.table.item(cs_row, 2).text().endswith(" um")
+    assert panel.table.item(0, 2).text() == ""
     assert "stand-in" in panel.estimate_label.text()
     layer = viewer.layers["mos2 residual"]
     assert layer.data.shape == (3, 256, 256) and tuple(layer.contrast_limits) == (-5.0, 5.0)

@@ -132,6 +132,12 @@ def test_finish_carries_the_physics_check(monkeypatch):
     assert data.shape == (3, 256, 256) and kwargs["name"] == "mos2 residual"
     assert kwargs["contrast_limits"] == (-5.0, 5.0) and kwargs["scale"][1:] == (0.105, 0.105)
     assert "physics_residual" in summary.metadata and "estimate" in summary.metadata
+    # the aberration fit ran on the estimate: its values for the table's "fitted" column (the
+    # series' own defocus values are given, so they are not fitted)
+    assert summary.metadata["aberration_fit"]["misfit"] <= summary.metadata["aberration_fit"][
+        "start_misfit"]
+    assert {"Cs", "C12", "C21"} <= set(summary.fit_values)
+    assert "defocus_mean" not in summary.fit_values
 
 
 def test_traditional_without_defocus_leaves_it_to_the_estimator(monkeypatch):

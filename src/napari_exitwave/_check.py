@@ -20,9 +20,9 @@ import numpy as np
 
 from . import physics
 
-__all__ = ["CHECK_MODES", "CONSISTENT_CHI2", "estimator_available", "estimate_or_none",
-           "microscope_parameters", "params_on_grid", "check_residual", "verdict", "residual_line",
-           "residual_metadata"]
+__all__ = ["CHECK_MODES", "CONSISTENT_CHI2", "FITTED_MISFIT_ALARM", "NOT_CONTRADICTED",
+           "estimator_available", "estimate_or_none", "microscope_parameters", "params_on_grid",
+           "fit_estimated", "check_residual", "verdict", "residual_line", "residual_metadata"]
 
 CHECK_MODES = (False, True, "auto")
 """``physics_check`` of :func:`~napari_exitwave.reconstruct.iter_reconstruct`: off, on, or
@@ -123,6 +123,27 @@ def params_on_grid(params: Sequence[physics.MicroscopeParameters], params_sampli
                                 mtf_c2=p.mtf_c2 * scale) for p in params]
 
 
+def fit_estimated(wave: np.ndarray, sampling: float, images: np.ndarray,
+                  params: Sequence[physics.MicroscopeParameters], *, user_defocus: bool = False,
+                  user_Cs: bool = False):
+    """Estimated ``params`` (on the wave's grid) with defocus, C12, C21 and Cs fitted to
+    ``images`` with ``wave`` held fixed (:func:`napari_exitwave.aberration_fit.fit_aberrations`;
+    a value the user gave is kept). Returns ``(params, AberrationFit)``, or ``(params, why
+    not)`` unchanged when the fit cannot run."""
+    from .aberration_fit import FIT_PARAMETERS, fit_aberrations
+
+    wave = np.asarray(wave)
+    images = np.asarray(images, float)
+    ny, nx = (min(a, b) for a, b in zip(images.shape[1:], wave.shape))
+    names = [n for n in FIT_PARAMETERS
+             if not (n == "defocus" and user_defocus) and not (n == "Cs" and user_Cs)]
+    try:
+        res = fit_aberrations(wave[:ny, :nx], sampling, images[:, :ny, :nx], params, fit=names)
+    except ValueError as e:
+        return list(params), str(e)
+    return res.params, res
+
+
 def check_residual(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
                    params: Sequence[physics.MicroscopeParameters], params_sampling: float,
                    border: int = 8):
@@ -150,27 +171,47 @@ def check_residual(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
         return None, str(e)
 
 
-INCONCLUSIVE = ("not conclusive: the microscope parameters are estimated, and with estimated "
-                "parameters the residual does not tell a good reconstruction from a failed one "
-                "(the estimator does not determine C12, C21, the blur or the detector MTF; "
-                "docs/residual.md); give the microscope's parameters for a verdict")
+_DOES_NOT_EXPLAIN = ("the exit wave does not explain the images: wrong microscope parameters, "
+                     "a specimen outside the network's training, images in the wrong order or "
+                     "a wrong pixel size")
+
+INCONCLUSIVE = ("not conclusive: the microscope parameters are estimated (not fitted), and "
+                "with estimated parameters the residual does not tell a good reconstruction from "
+                "a failed one (the estimator does not determine C12 or C21; docs/residual.md); "
+                "give the microscope's parameters for a verdict")
 """The verdict whenever any parameter comes from the estimator: benchmarks/residual_study.py
 with ``--params estimated`` found 0-23% of the failure cases above the good cases' 95th
 percentile, and no rank correlation with the true error (docs/residual.md)."""
 
 
+FITTED_MISFIT_ALARM = 0.051
+"""Misfit above which the exit wave does not explain the images when the parameters are
+estimated and then fitted with the exit wave held fixed (source ``"... + fit"``): the 95th
+percentile of good ``mos2`` reconstructions in ``benchmarks/residual_study.py --params fitted``
+(docs/residual.md: 2-5% false alarms; 25-63% of the failure cases above it)."""
+
+NOT_CONTRADICTED = ("no alarm, which with fitted parameters is weak evidence: the check flags "
+                    "25-63% of failed reconstructions at 2-5% false alarms (docs/residual.md); "
+                    "give the microscope's parameters for a full verdict")
+"""The verdict below :data:`FITTED_MISFIT_ALARM` with fitted parameters."""
+
+
 def verdict(reduced_chi2: float, misfit: float | None = None, source: str | None = None) -> str:
-    """The reduced chi-square (and the misfit, when given) in words; :data:`INCONCLUSIVE` when
-    ``source`` (where the parameters came from) starts with ``"estimate"``."""
+    """The reduced chi-square (and the misfit, when given) in words. With estimated parameters
+    (``source`` starts with ``"estimate"``): :data:`INCONCLUSIVE`, or when they were fitted
+    (``source`` ends with ``"+ fit"``) an alarm above :data:`FITTED_MISFIT_ALARM` and
+    :data:`NOT_CONTRADICTED` below it."""
     if not np.isfinite(reduced_chi2):
         return "not finite: the check failed"
+    if source and source.startswith("estimate") and source.endswith("+ fit"):
+        if misfit is not None and np.isfinite(misfit) and misfit > FITTED_MISFIT_ALARM:
+            return _DOES_NOT_EXPLAIN
+        return NOT_CONTRADICTED
     if source and source.startswith("estimate"):
         return INCONCLUSIVE
     if reduced_chi2 > MARGINAL_CHI2 or (misfit is not None and np.isfinite(misfit)
                                         and misfit > MISFIT_ALARM):
-        return ("the exit wave does not explain the images: wrong microscope parameters, a "
-                "specimen outside the network's training, images in the wrong order or a wrong "
-                "pixel size")
+        return _DOES_NOT_EXPLAIN
     if reduced_chi2 <= CONSISTENT_CHI2:
         return "consistent"
     return "marginal: small parameter errors or a slightly different noise model"

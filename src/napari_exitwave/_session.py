@@ -86,6 +86,8 @@ class RunSummary:
     warnings: list[str]
     estimate_rows: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     estimate_model: str | None = None
+    # the aberration fit's values by estimate row name (napari_exitwave.aberration_fit)
+    fit_values: dict[str, str] = dataclasses.field(default_factory=dict)
     reduced_chi2: float | None = None
     check_text: str = ""
     residual: np.ndarray | None = None  # float32 (n, ny, nx), noise units, the exit wave's grid
@@ -278,6 +280,12 @@ class ReconstructionSession:
             summary.estimate_rows = list(est.rows())
             summary.estimate_model = est.model
             summary.metadata["estimate"] = est.to_dict()
+        fit = rec.metadata.get("aberration_fit")
+        if fit:
+            from .aberration_fit import table_values
+
+            summary.fit_values = table_values(fit)
+            summary.metadata["aberration_fit"] = fit
         if res is not None:
             summary.reduced_chi2 = float(res.reduced_chi2)
             src = (rec.metadata.get("physics_residual") or {}).get("parameters_from")

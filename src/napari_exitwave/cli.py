@@ -124,6 +124,10 @@ def _check_options(p) -> None:
                    help="refine the exit wave against every image with the physics check's "
                         "microscope parameters (napari_exitwave.refine; off by default, "
                         "seconds per 256 px frame)")
+    p.add_argument("--no-aberration-fit", action="store_true",
+                   help="use the estimated aberrations as they are: do not fit the defocus, "
+                        "C12, C21 and Cs to the images with the exit wave held fixed (saves "
+                        "2-6 s per series; the check's verdict is then 'not conclusive')")
 
 
 def _print_check(rec) -> None:
@@ -135,6 +139,9 @@ def _print_check(rec) -> None:
         print(f"microscope estimate ({est.model}):")
         for name, value, rng in est.rows():
             print(f"  {name:<13} {value:>14}" + (f"   (trained on {rng})" if rng else ""))
+    fit = rec.metadata.get("aberration_fit")
+    if fit:
+        print(fit["summary"])
     if rec.residual is not None:
         src = (rec.metadata.get("physics_residual") or {}).get("parameters_from")
         print(residual_line(rec.residual.reduced_chi2, src, rec.residual.misfit_rms))
@@ -217,7 +224,8 @@ def _reconstruct(args) -> int:
                              providers=args.device,
                              strict=not args.force, progress=progress,
                              physics_check=False if args.no_check else "auto", dose=args.dose,
-                             refine=args.refine)
+                             refine=args.refine,
+                             fit_aberrations=not args.no_aberration_fit)
     written = write_result(rec, args.out, stem, peaks=peaks, min_distance=args.min_distance,
                            threshold=args.threshold, extra={"source": series.source},
                            overwrite=args.overwrite, residual_images=args.residual_images)
@@ -318,7 +326,8 @@ def _model_fn(args):
                               tile=args.tile or "auto", overlap=args.overlap,
                               providers=args.device, strict=not args.force,
                               physics_check=False if args.no_check else "auto", dose=args.dose,
-                              refine=args.refine)
+                              refine=args.refine,
+                              fit_aberrations=not args.no_aberration_fit)
 
 
 def _add_watch(subparsers) -> None:

@@ -146,7 +146,7 @@ def iter_reconstruct(series, model=None, *, method: str = "network", align: bool
                      physics_check: bool | str = False, dose: float | None = None,
                      microscope: Sequence[physics.MicroscopeParameters] | None = None,
                      estimator=None, refine: bool = False, refine_strength: float = 1.0,
-                     **traditional_kwargs
+                     fit_aberrations: bool = True, **traditional_kwargs
                      ) -> Generator[tuple[float, str], None, Reconstruction]:
     """:func:`reconstruct_series` as a generator: yields ``(fraction, message)``, returns the
     :class:`Reconstruction` (``StopIteration.value``; ``rec = yield from iter_reconstruct(...)``).
@@ -266,14 +266,16 @@ def iter_reconstruct(series, model=None, *, method: str = "network", align: bool
         yield 0.95, "physics check"
         estimate, residual = yield from _physics_check(
             physics_check, wave, out_sampling, seen, estimate, est_sampling, estimator,
-            providers, warnings, timings, meta, series_sampling=s_in, defocus=d, Cs=Cs,
+            providers, warnings, timings, meta, series_sampling=s_in,
+            fit=fit_aberrations and method == "network", defocus=d, Cs=Cs,
             focal_spread=focal_spread, dose=dose, microscope=microscope, energy=check_energy)
     if refine:
         source = (meta.get("physics_residual") or {}).get("parameters_from", "")
         if residual is None:
             warnings.append("refinement skipped: it needs the microscope parameters of the "
                             "physics check (the defocus and dose given, or the full microscope)")
-        elif source == "estimate":  # nothing given: every parameter is the estimate's
+        elif source in ("estimate", "estimate + fit"):  # nothing given: all estimated
+            # (not measured with the fitted parameters either: docs/traditional.md)
             # benchmarks/compare_traditional.py --refine: with the estimate's parameters the
             # refined waves were worse than the network's (median complex RMSE 0.0147 -> 0.0228)
             warnings.append("refinement skipped: the microscope parameters are estimated, and "
@@ -333,7 +335,8 @@ def _fill_from_estimate(method, estimate, d, Cs, focal_spread, warnings: list, m
 
 
 def _physics_check(mode, wave, sampling, images, estimate, est_sampling, estimator, providers,
-                   warnings: list, timings: dict, meta: dict, series_sampling=None, **given):
+                   warnings: list, timings: dict, meta: dict, series_sampling=None,
+                   fit: bool = False, **given):
     """Estimate (unless done) and the physics residual; generator returning
     ``(estimate, residual)``; what it could not do goes into ``warnings`` and
     ``meta["physics_residual"] = {"skipped": why}``."""
@@ -363,15 +366,26 @@ def _physics_check(mode, wave, sampling, images, estimate, est_sampling, estimat
         params, why = None, str(e)
     else:
         why = None
-    residual = None
+    residual = fitted = None
     if params is not None:
         params_sampling = (est_sampling if given.get("microscope") is None and estimate
                            is not None else series_sampling or sampling)
-        residual, why = _check.check_residual(wave, sampling, images, params,
-                                              params_sampling=params_sampling)
-        # recorded with the blur in A, which holds on any grid (the refinement reads them)
+        # on the exit wave's grid: the blur in A, the MTF in units of this grid's Nyquist
         params = _check.params_on_grid(params, params_sampling, sampling)
-    timings["residual"] = time.perf_counter() - t
+        if fit and estimate is not None and given.get("microscope") is None:
+            yield 0.96, "fitting the aberrations"
+            params, fitted = _check.fit_estimated(wave, sampling, images, params,
+                                                  user_defocus=user.get("defocus") is not None,
+                                                  user_Cs=user.get("Cs") is not None)
+            if isinstance(fitted, str):
+                warnings.append(f"aberration fit skipped: {fitted}")
+                fitted = None
+            else:
+                meta["aberration_fit"] = fitted.to_dict()
+                timings["aberration_fit"] = fitted.seconds
+        residual, why = _check.check_residual(wave, sampling, images, params,
+                                              params_sampling=sampling)
+    timings["residual"] = time.perf_counter() - t - timings.get("aberration_fit", 0.0)
     if residual is None:
         failed = "does not follow the model" in str(why)  # the check ran and failed
         if failed and estimate is None and given.get("microscope") is None:
@@ -384,6 +398,8 @@ def _physics_check(mode, wave, sampling, images, estimate, est_sampling, estimat
     source = "given" if given.get("microscope") is not None or estimate is None else "estimate"
     if source == "estimate" and any(v is not None for v in user.values()):
         source = "estimate + given"
+    if source.startswith("estimate") and fitted is not None:
+        source += " + fit"
     meta["physics_residual"] = _check.residual_metadata(residual, params, source)
     return estimate, residual
 
@@ -551,6 +567,12 @@ def reconstruct_series(series, model=None, *, method: str = "network", align: bo
         and ``dose`` given too replace its values.
     estimator : str, optional
         Aberration estimator (name or path); default the installed one.
+    fit_aberrations : bool
+        With the physics check on estimated parameters (no ``microscope`` given), fit the
+        defocus (unless given), C12, C21 and Cs (unless given) to the images with the network's
+        exit wave held fixed first (:func:`napari_exitwave.aberration_fit.fit_aberrations`,
+        2-6 s on 2 cores); the residual, the verdict and ``metadata["aberration_fit"]`` are
+        then the fitted parameters'. Default on; a keyword of :func:`iter_reconstruct`.
     refine, refine_strength : bool, float
         After the physics check, refine the exit wave against every image with the check's
         parameters (:func:`napari_exitwave.refine.refine_exit_wave`, regularised toward the

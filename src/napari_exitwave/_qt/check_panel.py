@@ -1,8 +1,9 @@
-"""The physics check under the result: the microscope estimate as a short table and the
-reduced chi-square of the physics residual (the residual images are a layer).
+"""The physics check under the result: the microscope estimate as a short table (with the
+aberration fit's values beside it when the fit ran) and the reduced chi-square of the physics
+residual (the residual images are a layer).
 
 A thin view of :class:`napari_exitwave._session.RunSummary` (``estimate_rows``,
-``estimate_model``, ``check_text``); hidden until a run brings a check.
+``estimate_model``, ``fit_values``, ``check_text``); hidden until a run brings a check.
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ class CheckPanel(QWidget):
         if summary is None:
             return
         rows = list(getattr(summary, "estimate_rows", []) or [])
+        fitted = dict(getattr(summary, "fit_values", {}) or {})
+        headers = ["parameter", "estimate", "training range"]
+        if fitted:  # the fit against the images with the exit wave held fixed
+            headers.insert(2, "fitted")
+            rows = [(r[0], r[1], fitted.get(r[0], ""), *r[2:]) for r in rows]
+        self.table.setColumnCount(len(headers))
+        self.table.setHorizontalHeaderLabels(headers)
         self.residual_label.setText(getattr(summary, "check_text", "") or "")
         if rows:
             self.estimate_label.setText(f"microscope estimate ({summary.estimate_model}):")

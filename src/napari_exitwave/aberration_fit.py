@@ -1,0 +1,244 @@
+"""Refine estimated aberrations against the images, with the exit wave held fixed.
+
+The estimator network (:mod:`napari_exitwave.estimate`) reads defocus to about 13 A and does not
+determine two-fold astigmatism C12 or coma C21 from a 27 A field of mostly crystalline MoS2.
+With a reconstructed exit wave in hand they are a small fit: image the wave again with the image
+model (:mod:`napari_exitwave.physics`) and move the parameters until the model images match the
+measured ones. :func:`fit_aberrations` does that by Nelder-Mead on the dose-free misfit (rms of
+``measured / gain - model``, the gain from the image means as in
+:func:`napari_exitwave.residual.physics_residual`), over
+
+- a defocus offset shared by the series (the step of the estimate kept: the images' order is
+  what the residual checks, the fit must not be able to undo it),
+- C12 and C21 as vector components (``C12 cos 2 phi12, C12 sin 2 phi12``; ``C21 cos phi21,
+  C21 sin phi21``; no angle wraps), and Cs.
+
+The images and the wave are Fourier-cropped to half the frequency range first (``downsample``):
+beyond half the Nyquist frequency of the 0.105 A/px grid the images hold noise only (the
+information limit, :mod:`napari_exitwave.detector`), and each model evaluation costs a quarter.
+
+The fit moves the parameters toward those that explain the images *with this exit wave*: with a
+wrong wave it finds the parameters that hide the error best, which is why only a few parameters
+are fitted, none of which can reorder the images or rescale the pixel size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Sequence
+
+import numpy as np
+
+from . import physics
+
+__all__ = ["AberrationFit", "fit_aberrations", "FIT_PARAMETERS", "table_values"]
+
+FIT_PARAMETERS = ("defocus", "C12_a", "C12_b", "C21_a", "C21_b", "Cs")
+"""What :func:`fit_aberrations` can fit (defocus offset in A, C12 and C21 components in A, Cs
+in A), and the first step of each in the search (:data:`_STEPS`)."""
+
+_STEPS = {"defocus": 10.0, "C12_a": 5.0, "C12_b": 5.0, "C21_a": 100.0, "C21_b": 100.0,
+          "Cs": 2e4}
+
+
+@dataclasses.dataclass
+class AberrationFit:
+    """The result of :func:`fit_aberrations`.
+
+    Attributes
+    ----------
+    params : list of MicroscopeParameters
+        The start's parameters with the fitted values.
+    start_misfit, misfit : float
+        Rms misfit of the series (vacuum-intensity units, noise included) before and after.
+    changes : dict
+        Fitted change of every parameter from the start (A).
+    evaluations : int
+    seconds : float
+    """
+
+    params: list
+    start_misfit: float
+    misfit: float
+    changes: dict
+    evaluations: int
+    seconds: float
+
+    def summary(self) -> str:
+        """One line for a terminal: the fitted values (abTEM conventions, A and um)."""
+        p = self.params[0]
+        d = ", ".join(f"{q.defocus:.0f}" for q in self.params)
+        return (f"aberration fit (exit wave held fixed): defocus {d} A, Cs {p.Cs / 1e4:.2f} um, "
+                f"C12 {p.astigmatism:.1f} A at {math.degrees(p.astigmatism_angle):.0f} deg, "
+                f"C21 {p.coma:.0f} A at {math.degrees(p.coma_angle):.0f} deg; misfit "
+                f"{self.start_misfit:.3g} -> {self.misfit:.3g} ({self.evaluations} evaluations, "
+                f"{self.seconds:.1f} s)")
+
+    def to_dict(self) -> dict:
+        return {"summary": self.summary(), "start_misfit": self.start_misfit, "misfit": self.misfit,
+                "changes": dict(self.changes), "evaluations": self.evaluations,
+                "seconds": self.seconds,
+                "defocus": [float(p.defocus) for p in self.params],
+                "Cs": float(self.params[0].Cs), "C12": float(self.params[0].astigmatism),
+                "phi12": float(self.params[0].astigmatism_angle),
+                "C21": float(self.params[0].coma), "phi21": float(self.params[0].coma_angle)}
+
+
+def table_values(fit: dict) -> dict[str, str]:
+    """The fitted values of :meth:`AberrationFit.to_dict` by the estimate table's row names
+    (``defocus_mean``, ``defocus_step``, ``Cs``, ``C12``, ``phi12``, ``C21``, ``phi21``;
+    :meth:`napari_exitwave.estimate.AberrationEstimate.rows`), as text with units; only what
+    was fitted (a defocus the user gave is not)."""
+    fitted = set(fit.get("changes") or ())
+    d = list(fit.get("defocus") or [])
+    out = {}
+    if d and "defocus" in fitted:
+        out["defocus_mean"] = f"{np.mean(d):.1f} A"
+        if len(d) > 1:  # the fit keeps the step: shown so the column reads as a whole
+            out["defocus_step"] = f"{(d[-1] - d[0]) / (len(d) - 1):.1f} A"
+    if "Cs" in fit and "Cs" in fitted:
+        out["Cs"] = f"{fit['Cs'] / 1e4:.2f} um"
+    for amp, ang in (("C12", "phi12"), ("C21", "phi21")):
+        if amp in fit and {amp + "_a", amp + "_b"} & fitted:
+            out[amp] = f"{fit[amp]:.1f} A"
+            out[ang] = f"{math.degrees(fit[ang]):.0f} deg"
+    return out
+
+
+def _vector(p: physics.MicroscopeParameters) -> dict[str, float]:
+    return {"C12_a": p.astigmatism * math.cos(2 * p.astigmatism_angle),
+            "C12_b": p.astigmatism * math.sin(2 * p.astigmatism_angle),
+            "C21_a": p.coma * math.cos(p.coma_angle), "C21_b": p.coma * math.sin(p.coma_angle)}
+
+
+def _apply(start: Sequence[physics.MicroscopeParameters], names, x) -> list:
+    v = dict(zip(names, x))
+    base = _vector(start[0])
+    a12 = base["C12_a"] + v.get("C12_a", 0.0)
+    b12 = base["C12_b"] + v.get("C12_b", 0.0)
+    a21 = base["C21_a"] + v.get("C21_a", 0.0)
+    b21 = base["C21_b"] + v.get("C21_b", 0.0)
+    shared = dict(astigmatism=math.hypot(a12, b12),
+                  astigmatism_angle=(math.atan2(b12, a12) / 2) % math.pi,
+                  coma=math.hypot(a21, b21), coma_angle=math.atan2(b21, a21) % (2 * math.pi),
+                  Cs=start[0].Cs + v.get("Cs", 0.0))
+    return [dataclasses.replace(p, defocus=p.defocus + v.get("defocus", 0.0), **shared)
+            for p in start]
+
+
+def fit_aberrations(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
+                    start: Sequence[physics.MicroscopeParameters],
+                    fit: Sequence[str] = FIT_PARAMETERS, *, downsample: int = 2,
+                    border: int = 8, max_evaluations: int = 400, offset: float = 0.0,
+                    max_defocus_change: float = 50.0, max_size: int | None = 256,
+                    ranges: physics.ParameterRanges | None = None) -> AberrationFit:
+    """Fit ``fit`` (of :data:`FIT_PARAMETERS`) so the exit wave imaged with the parameters
+    matches ``images``; the other parameters stay at ``start``'s.
+
+    Parameters
+    ----------
+    exit_wave : complex (ny, nx)
+        Vacuum = 1 + 0j, on the images' grid (``sampling`` A/px).
+    images : float (n, ny, nx)
+        The measured intensities (counts, any gain, or vacuum = 1; not normalised).
+    start : one MicroscopeParameters per image
+        Blur in A or px of this grid; the MTF in units of this grid's Nyquist frequency.
+    downsample : int
+        Fourier-crop factor for the fit (1: full grid).
+    max_evaluations : int
+        Budget of model evaluations (one evaluation images the whole series once).
+    max_defocus_change : float
+        Largest defocus offset searched, A (the estimator's median error is 13 A).
+    ranges : ParameterRanges
+        The training ranges the fitted values stay in (with a 10% margin); default Table 1's.
+    max_size : int or None
+        Fit on the central ``max_size`` px square of a larger frame (the cost grows with the
+        area; 256 px: about 2-3 s on 2 cores).
+    """
+    from scipy.optimize import minimize
+
+    t0 = time.perf_counter()
+    unknown = [f for f in fit if f not in FIT_PARAMETERS]
+    if unknown:
+        raise ValueError(f"cannot fit {unknown}; choose from {FIT_PARAMETERS}")
+    wave = np.asarray(exit_wave)
+    images = np.asarray(images, np.float64)
+    if images.ndim != 3 or images.shape[1:] != wave.shape or len(start) != len(images):
+        raise ValueError(f"need one parameter set per image and images shaped like the wave "
+                         f"{wave.shape}, got {images.shape} and {len(start)} sets")
+    if max_size and max(wave.shape) > max_size:  # the parameters are global: the centre will do
+        y0, x0 = ((n - min(n, max_size)) // 2 for n in wave.shape)
+        cut = (slice(y0, y0 + min(wave.shape[0], max_size)),
+               slice(x0, x0 + min(wave.shape[1], max_size)))
+        wave, images = wave[cut], images[:, cut[0], cut[1]]
+    doses = [p.dose for p in start]
+    start = [dataclasses.replace(p, blur=p.blur_sigma(sampling), blur_unit="A", dose=math.inf)
+             for p in start]
+    ny, nx = wave.shape
+    k = max(1, int(downsample))
+    small = (max(16, ny // k), max(16, nx // k))
+    if small != (ny, nx):
+        s_small = sampling * ny / small[0]
+        wave_s, _ = physics.fourier_resample(wave, sampling, s_small)
+        imgs_s, _ = physics.fourier_resample(images - offset, sampling, s_small)
+        # the detector MTF is in units of the grid's Nyquist frequency: same MTF, new grid
+        scale = s_small / sampling
+        start_s = [dataclasses.replace(p, mtf_c2=p.mtf_c2 * scale) for p in start]
+        b = max(1, border // k)
+    else:
+        s_small, wave_s, imgs_s, start_s, b = sampling, wave, images - offset, start, border
+    inner = (slice(b, small[0] - b), slice(b, small[1] - b))
+    meas = imgs_s[:, inner[0], inner[1]]
+    means = meas.mean(axis=(1, 2))
+    if not np.all(means > 0):
+        raise ValueError("the images need intensities (counts or vacuum = 1), not zero-mean "
+                         "normalised images")
+    names = list(fit)
+    evaluations = [0]
+
+    def misfit(x) -> float:
+        evaluations[0] += 1
+        ps = _apply(start_s, names, x)
+        # the bounds hold the vector components; the amplitudes keep to the ranges too
+        excess = max(ps[0].astigmatism - c12, 0.0) / c12 + max(ps[0].coma - c21, 0.0) / c21
+        if excess > 0:
+            return 1.0 + excess
+        model = physics.simulate_focal_series(wave_s, s_small, ps)
+        model = model[:, inner[0], inner[1]]
+        gain = means / model.mean(axis=(1, 2))
+        return float(np.sqrt(np.mean((meas / gain[:, None, None] - model) ** 2)))
+
+    # the search stays where the networks were trained (Table 1 ranges and a margin of 10%):
+    # a fit that leaves them explains the images with a microscope no network has seen
+    r = physics.ParameterRanges() if ranges is None else ranges
+    margin = lambda lo, hi: (lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))  # noqa: E731
+    d_lo, d_hi = margin(*r.defocus)
+    d = [p.defocus for p in start]
+    vec = _vector(start[0])
+    c12, c21 = margin(0.0, r.astigmatism[1])[1], margin(0.0, r.coma[1])[1]
+    lims = {"defocus": (max(d_lo - min(d), -max_defocus_change),
+                        min(d_hi - max(d), max_defocus_change)),
+            "Cs": tuple(np.array(margin(*r.Cs)) - start[0].Cs),
+            "C12_a": (-c12 - vec["C12_a"], c12 - vec["C12_a"]),
+            "C12_b": (-c12 - vec["C12_b"], c12 - vec["C12_b"]),
+            "C21_a": (-c21 - vec["C21_a"], c21 - vec["C21_a"]),
+            "C21_b": (-c21 - vec["C21_b"], c21 - vec["C21_b"])}
+    bounds = [tuple(sorted((min(lims[n][0], 0.0), max(lims[n][1], 0.0)))) for n in names]
+    x0 = np.zeros(len(names))
+    simplex = np.vstack([x0] + [np.eye(len(names))[i] * _STEPS[n] for i, n in enumerate(names)])
+    first = misfit(x0)
+    if names:
+        res = minimize(misfit, x0, method="Nelder-Mead", bounds=bounds,
+                       options=dict(initial_simplex=simplex, maxfev=int(max_evaluations),
+                                    xatol=0.5, fatol=1e-6))
+        x, best = (res.x, float(res.fun)) if res.fun < first else (x0, first)
+    else:
+        x, best = x0, first
+    # the start's doses back (the blur stays in A, which holds on any grid)
+    params = [dataclasses.replace(q, dose=d) for q, d in zip(_apply(start, names, x), doses)]
+    return AberrationFit(params=params, start_misfit=first, misfit=best,
+                         changes={n: float(v) for n, v in zip(names, x)},
+                         evaluations=evaluations[0], seconds=time.perf_counter() - t0)
+

@@ -1,0 +1,106 @@
+"""The aberration fit with the exit wave held fixed (napari_exitwave.aberration_fit): it must
+recover the bundled sample's aberrations from a start that lacks them, leave what it is not
+asked to fit alone, stay inside the training ranges, and refuse input it cannot use."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from estimate_stand_in import true_parameters
+
+from napari_exitwave import physics
+from napari_exitwave.aberration_fit import FIT_PARAMETERS, fit_aberrations, table_values
+from napari_exitwave.data import load_sample_exit_wave, load_sample_series
+
+
+@pytest.fixture(scope="module")
+def sample():
+    series = load_sample_series("mos2")
+    wave, s, _ = load_sample_exit_wave("mos2")
+    return wave, s, np.asarray(series.images, np.float64), true_parameters()
+
+
+def _start(true, ddf=0.0):
+    """What the estimator gives: defocus off by ``ddf``, no C12 or C21, Cs 2 um off."""
+    return [dataclasses.replace(p, defocus=p.defocus + ddf, astigmatism=0.0, coma=0.0,
+                                Cs=p.Cs + 2e4) for p in true]
+
+
+def test_recovers_the_sample_aberrations_with_the_true_wave(sample):
+    wave, s, images, true = sample
+    t = true[0]
+    assert t.astigmatism > 3 and t.coma > 100  # the sample has both: the test can fail
+    fit = fit_aberrations(wave, s, images, _start(true, ddf=20.0))
+    p = fit.params[0]
+    assert fit.misfit < 0.7 * fit.start_misfit
+    # defocus: the shared offset found, the step kept exactly
+    assert p.defocus == pytest.approx(t.defocus, abs=6.0)
+    steps = np.diff([q.defocus for q in fit.params])
+    assert steps == pytest.approx(np.diff([q.defocus for q in true]), abs=1e-9)
+    # C12 as a vector (the angle is only meaningful with the amplitude)
+    c12 = lambda q: q.astigmatism * np.exp(2j * q.astigmatism_angle)  # noqa: E731
+    c21 = lambda q: q.coma * np.exp(1j * q.coma_angle)  # noqa: E731
+    assert abs(c12(p) - c12(t)) < 1.5  # A, of 6 A
+    assert abs(c21(p) - c21(t)) < 40  # A, of 150 A
+    assert p.Cs == pytest.approx(t.Cs, abs=1e4)  # 1 um, from 2 um off
+    # what is not fitted, and the doses, stay the start's
+    assert p.focal_spread == t.focal_spread
+    assert [q.dose for q in fit.params] == [q.dose for q in true]
+    d = fit.to_dict()
+    assert set(d["changes"]) == set(FIT_PARAMETERS) and d["evaluations"] == fit.evaluations
+    assert "C12" in fit.summary() and "misfit" in fit.summary()
+    # the widget's "fitted" column: by the estimate table's row names, with units
+    values = table_values(d)
+    assert set(values) == {"defocus_mean", "defocus_step", "Cs", "C12", "phi12", "C21", "phi21"}
+    assert values["defocus_step"] == "50.0 A" and values["Cs"].endswith(" um")
+    assert values["C12"] == f"{p.astigmatism:.1f} A"
+
+
+def test_fitting_nothing_returns_the_start(sample):
+    wave, s, images, true = sample
+    start = _start(true, ddf=20.0)
+    fit = fit_aberrations(wave, s, images, start, fit=())
+    assert fit.misfit == fit.start_misfit and fit.evaluations == 1 and fit.changes == {}
+    for a, b in zip(fit.params, start):
+        assert a.defocus == b.defocus and a.Cs == b.Cs and a.dose == b.dose
+        assert a.blur_sigma(s) == pytest.approx(b.blur_sigma(s))
+
+
+def test_only_the_named_parameters_move(sample):
+    wave, s, images, true = sample
+    start = _start(true, ddf=20.0)
+    fit = fit_aberrations(wave, s, images, start, fit=("defocus",), max_evaluations=60)
+    assert set(fit.changes) == {"defocus"}
+    assert set(table_values(fit.to_dict())) == {"defocus_mean", "defocus_step"}
+    assert fit.params[0].Cs == start[0].Cs and fit.params[0].astigmatism == 0.0
+    assert abs(fit.changes["defocus"]) <= 50.0 + 1e-9  # max_defocus_change
+
+
+def test_fitted_values_stay_in_the_training_ranges(sample):
+    """A wrong wave (shifted columns) pulls the fit toward whatever hides the error; the
+    amplitudes must still stay within Table 1 and a margin of 10%."""
+    wave, s, images, true = sample
+    r = physics.ParameterRanges()
+    fit = fit_aberrations(np.roll(wave, (3, 2), axis=(0, 1)), s, images, _start(true),
+                          max_evaluations=150)
+    p = fit.params[0]
+    assert p.astigmatism <= 1.1 * r.astigmatism[1] + 1e-9
+    assert p.coma <= 1.1 * r.coma[1] + 1e-9
+    span = r.Cs[1] - r.Cs[0]
+    assert r.Cs[0] - 0.1 * span - 1e-6 <= p.Cs <= r.Cs[1] + 0.1 * span + 1e-6
+    assert math.isfinite(fit.misfit) and fit.misfit <= fit.start_misfit
+
+
+def test_bad_input_is_refused(sample):
+    wave, s, images, true = sample
+    with pytest.raises(ValueError, match="cannot fit"):
+        fit_aberrations(wave, s, images, true, fit=("defocus", "pixel_size"))
+    with pytest.raises(ValueError, match="one parameter set per image"):
+        fit_aberrations(wave, s, images[:2], true)
+    with pytest.raises(ValueError, match="shaped like the wave"):
+        fit_aberrations(wave[:-4], s, images, true)
+    with pytest.raises(ValueError, match="not zero-mean"):
+        fit_aberrations(wave, s, physics.normalize_series(images), true)
