@@ -302,6 +302,8 @@ def _fields_from_state(state: dict[str, Any], name: str, description: str) -> di
             drift_px=cfg.get("drift", 0.0),
             sampling_range=cfg.get("sampling_range"),
             samples_seen=state.get("samples_seen"),
+            finetuned_from=state.get("finetuned_from"),
+            lr_changes=state.get("lr_changes"),
             batch_size=cfg.get("batch_size"),
             crop=cfg.get("crop"),
             seed=cfg.get("seed"),
