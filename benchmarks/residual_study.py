@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
-PARAMS_MODES = ("true", "estimated")
+PARAMS_MODES = ("true", "estimated", "fitted")
 CASES = ("truth", "target", "good", "good-holdout", "supported", "other-2d", "reversed",
          "pixel-2x")
 # which data set each case draws from
@@ -200,26 +200,33 @@ def to_grid(wave: np.ndarray, wave_sampling: float, sampling: float,
 
 # --------------------------------------------------------------------------- the study
 
-def claimed_parameters(mode: str, images: np.ndarray, sampling: float, true_params: list):
+def claimed_parameters(mode: str, images: np.ndarray, sampling: float, true_params: list,
+                       wave: np.ndarray | None = None):
     """The microscope parameters the residual is computed with (what the user would claim).
 
     ``"true"``: the parameters the series was simulated with (the upper bound of what an
-    estimate can do). ``"estimated"``: HOOK for issue 14 section 1 -- the aberration estimator
+    estimate can do). ``"estimated"``: the aberration estimator
     from the images alone (``napari_exitwave.estimate.estimate_aberrations(images, sampling)``,
-    whose ``.params`` is one MicroscopeParameters per image), called on the images as given at
-    the claimed pixel size. Wired to that API but never run on a real estimator: none was
-    installed (a card with ``"kind": "aberrations"``) when this study was written.
+    whose ``.params`` is one MicroscopeParameters per image, the detector MTF and the doses
+    from the noise spectrum), called on the images as given at the claimed pixel size.
+    ``"fitted"``: those, with defocus, C12, C21 and Cs then fitted to the images with the exit
+    wave under test held fixed (``napari_exitwave.aberration_fit.fit_aberrations``), what the
+    pipeline does when the user gives no parameters.
     """
     if mode == "true":
         return list(true_params)
+    if mode == "fitted":
+        from napari_exitwave.aberration_fit import fit_aberrations
+        from napari_exitwave.estimate import estimate_aberrations
+
+        est = estimate_aberrations(images, sampling)
+        return list(fit_aberrations(wave, sampling, images, est.params).params)
     if mode == "estimated":
         try:
             from napari_exitwave.estimate import estimate_aberrations  # noqa: F401
         except ImportError as e:
             raise SystemExit("--params estimated needs napari_exitwave.estimate "
                              "(issue 14 section 1), which is not installed yet") from e
-        # HOOK (issue 14 section 1). The estimator leaves the detector MTF at its default (none):
-        # the residual's noise factor, and so the misfit, are then off for MTF-blurred images.
         est = estimate_aberrations(images, sampling)
         return list(est.params)
     raise ValueError(f"--params must be one of {PARAMS_MODES}, got {mode!r}")
@@ -288,7 +295,7 @@ def run_one(case: str, data: dict, i: int, rec, args) -> dict:
             row["rmse_real"] = float(np.sqrt(np.mean(d.real**2)))
             row["rmse_imag"] = float(np.sqrt(np.mean(d.imag**2)))
         row["warnings"] = list(out.warnings)
-    claim = claimed_parameters(args.params, given, s_claim, params)
+    claim = claimed_parameters(args.params, given, s_claim, params, wave)
     try:
         r = physics_residual(wave, s_claim, given, claim, fit_gain=True, border=args.border)
         row["chi2"] = r.reduced_chi2

@@ -142,7 +142,7 @@ def test_cli_prints_and_writes_the_check(stand_in, tmp_path, capsys):
     assert "microscope estimate (stand-in):" in out and "defocus_step" in out
     # the stand-in's parameters count as estimated and are fitted: no alarm on the sample, and
     # the line says how little that proves
-    assert "physics residual: reduced chi-square" in out and "(no alarm, which" in out
+    assert "physics residual: reduced chi-square" in out and "(no alarm with the fitted parameters" in out
     meta = json.loads((tmp_path / "sample.json").read_text())
     assert meta["physics_residual"]["reduced_chi2"] > 0 and meta["estimate"]["values"]
     assert "aberration fit (exit wave held fixed)" in out
