@@ -250,6 +250,7 @@ def test_verdict_uses_the_misfit_as_well_as_the_chi_square():
     from napari_exitwave._check import FITTED_MISFIT_ALARM, NOT_CONTRADICTED
 
     for source in ("estimate + fit", "estimate + given + fit"):
-        assert verdict(1.1, 1.2 * FITTED_MISFIT_ALARM, source).startswith("the exit wave does not")
+        alarm = verdict(1.1, 1.2 * FITTED_MISFIT_ALARM, source)
+        assert alarm.startswith("the exit wave does not") and "detector MTF" in alarm
         assert verdict(1.1, 0.8 * FITTED_MISFIT_ALARM, source) == NOT_CONTRADICTED
         assert verdict(50.0, 0.8 * FITTED_MISFIT_ALARM, source) == NOT_CONTRADICTED
