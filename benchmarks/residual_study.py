@@ -215,21 +215,19 @@ def claimed_parameters(mode: str, images: np.ndarray, sampling: float, true_para
     """
     if mode == "true":
         return list(true_params)
-    if mode == "fitted":
-        from napari_exitwave.aberration_fit import fit_aberrations
+    if mode not in PARAMS_MODES:
+        raise ValueError(f"--params must be one of {PARAMS_MODES}, got {mode!r}")
+    try:
         from napari_exitwave.estimate import estimate_aberrations
-
-        est = estimate_aberrations(images, sampling)
-        return list(fit_aberrations(wave, sampling, images, est.params).params)
+    except ImportError as e:
+        raise SystemExit(f"--params {mode} needs napari_exitwave.estimate "
+                         "(issue 14 section 1), which is not installed yet") from e
+    est = estimate_aberrations(images, sampling)
     if mode == "estimated":
-        try:
-            from napari_exitwave.estimate import estimate_aberrations  # noqa: F401
-        except ImportError as e:
-            raise SystemExit("--params estimated needs napari_exitwave.estimate "
-                             "(issue 14 section 1), which is not installed yet") from e
-        est = estimate_aberrations(images, sampling)
         return list(est.params)
-    raise ValueError(f"--params must be one of {PARAMS_MODES}, got {mode!r}")
+    from napari_exitwave.aberration_fit import fit_aberrations
+
+    return list(fit_aberrations(wave, sampling, images, est.params).params)
 
 
 def draw_series(data: dict, i: int, seed: int, data_id: int):

@@ -299,16 +299,14 @@ def fit_aberrations(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
                    for y in picks]
         y_best = min(refined, key=lambda t: t[1])[0]
         x1, f1 = search(k, y_best, max_evaluations // 2)
-        if f1 < best:
-            x, best = x1, f1
     elif names:
         x1, f1 = search(k, x0, max_evaluations)
-        if f1 < best:
-            x, best = x1, f1
-    evaluations = [sum(c[0] for _, c in levels.values())]
+    if names and f1 < best:
+        x, best = x1, f1
+    evaluations = sum(c[0] for _, c in levels.values())
     # the start's doses back (the blur stays in A, which holds on any grid)
     params = [dataclasses.replace(q, dose=d) for q, d in zip(_apply(start, names, x), doses)]
     return AberrationFit(params=params, start_misfit=first, misfit=best,
                          changes={n: float(v) for n, v in zip(names, x)},
-                         evaluations=evaluations[0], seconds=time.perf_counter() - t0)
+                         evaluations=evaluations, seconds=time.perf_counter() - t0)
 
