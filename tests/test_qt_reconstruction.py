@@ -450,8 +450,32 @@ def test_physics_check_table_and_residual_layer(qtbot, tmp_path, viewer_widget, 
     assert panel.table.item(cs_row, 2).text().endswith(" um")
     assert panel.table.item(0, 2).text() == ""
     assert "stand-in" in panel.estimate_label.text()
+    assert not any(panel.table.item(i, 1).toolTip() for i in range(6))  # no notes here
     layer = viewer.layers["mos2 residual"]
     assert layer.data.shape == (3, 256, 256) and tuple(layer.contrast_limits) == (-5.0, 5.0)
     assert layer.colormap.name == "coolwarm"
     assert layer.metadata["exitwave"]["reduced_chi2"] == pytest.approx(
         result.reconstructions[0].reduced_chi2)
+
+
+def test_check_panel_moves_notes_into_tooltips(qtbot):
+    """The estimate table fits a dock: "(not determined)" and "(noise spectrum)" leave the
+    cells for their tooltips, and a value the series does not determine is greyed."""
+    from types import SimpleNamespace
+
+    from napari_exitwave._qt.check_panel import CheckPanel
+
+    panel = CheckPanel()
+    qtbot.addWidget(panel)
+    rows = [("defocus_mean", "-18.1 A ± 13", "-100 to 100"),
+            ("C12", "0.6 A (not determined)", "0 to 25"),
+            ("dose", "6.22e+03 e/A^2 (noise spectrum)", "316-1e+05")]
+    panel.show_summary(SimpleNamespace(estimate_rows=rows, estimate_model="m",
+                                       fit_values={"C12": "5.9 A"}, check_text="ok"))
+    t = panel.table
+    assert [t.item(i, 1).text() for i in range(3)] == ["-18.1 A ± 13", "0.6 A", "6.22e+03 e/A^2"]
+    assert t.item(0, 1).toolTip() == ""
+    assert "not determined" in t.item(1, 1).toolTip()
+    assert t.item(1, 1).foreground().color().getRgb()[:3] == (128, 128, 128)
+    assert t.item(2, 1).toolTip() == "6.22e+03 e/A^2 (noise spectrum)"
+    assert t.item(1, 2).text() == "5.9 A" and t.item(2, 3).text() == "316-1e+05"

@@ -4,15 +4,38 @@ residual (the residual images are a layer).
 
 A thin view of :class:`napari_exitwave._session.RunSummary` (``estimate_rows``,
 ``estimate_model``, ``fit_values``, ``check_text``); hidden until a run brings a check.
+
+The cells keep to the value and its unit so the table fits a dock: a note in parentheses
+(``(not determined)``, ``(noise spectrum)``) goes into the cell's tooltip, and a value the
+series does not determine is greyed.
 """
 
 from __future__ import annotations
 
+import re
+
+from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import (
     QAbstractItemView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-__all__ = ["CheckPanel"]
+__all__ = ["CheckPanel", "split_note"]
+
+_NOTE = re.compile(r"^(.*?)\s*\(([^()]*)\)\s*$")
+
+
+def split_note(text: str) -> tuple[str, str]:
+    """``"0.6 A (not determined)"`` -> ``("0.6 A", "not determined")``; no note: ``(text, "")``.
+
+    >>> split_note("0.6 A (not determined)")
+    ('0.6 A', 'not determined')
+    >>> split_note("-18.1 A ± 13")
+    ('-18.1 A ± 13', '')
+    """
+    m = _NOTE.match(str(text))
+    if not m or not m.group(1):
+        return str(text), ""
+    return m.group(1), m.group(2)
 
 
 class CheckPanel(QWidget):
@@ -58,9 +81,19 @@ class CheckPanel(QWidget):
         if rows:
             self.estimate_label.setText(f"microscope estimate ({summary.estimate_model}):")
             self.table.setRowCount(len(rows))
+            grey = QBrush(QColor(128, 128, 128))
             for i, row in enumerate(rows):
                 for j, text in enumerate(row):
-                    self.table.setItem(i, j, QTableWidgetItem(str(text)))
+                    value, note = split_note(text) if j > 0 else (str(text), "")
+                    item = QTableWidgetItem(value)
+                    if note:
+                        item.setToolTip(f"{text}")
+                        if "not determined" in note:
+                            item.setForeground(grey)
+                            item.setToolTip(f"{value}: not determined (on validation series the "
+                                            "estimator does little better than the middle of "
+                                            "the training range)")
+                    self.table.setItem(i, j, item)
             self.table.resizeColumnsToContents()
             self.table.setFixedHeight(self.table.horizontalHeader().height()
                                       + sum(self.table.rowHeight(i) for i in range(len(rows)))
