@@ -209,9 +209,9 @@ def claimed_parameters(mode: str, images: np.ndarray, sampling: float, true_para
     from the images alone (``napari_exitwave.estimate.estimate_aberrations(images, sampling)``,
     whose ``.params`` is one MicroscopeParameters per image, the detector MTF and the doses
     from the noise spectrum), called on the images as given at the claimed pixel size.
-    ``"fitted"``: those, with defocus, C12, C21 and Cs then fitted to the images with the exit
-    wave under test held fixed (``napari_exitwave.aberration_fit.fit_aberrations``), what the
-    pipeline does when the user gives no parameters.
+    ``"fitted"``: those, with defocus, C12, C21, Cs and the detector MTF then fitted to the
+    images with the exit wave under test held fixed (``napari_exitwave._check.fit_estimated``,
+    the pipeline's own call when the user gives no parameters).
     """
     if mode == "true":
         return list(true_params)
@@ -225,9 +225,9 @@ def claimed_parameters(mode: str, images: np.ndarray, sampling: float, true_para
     est = estimate_aberrations(images, sampling)
     if mode == "estimated":
         return list(est.params)
-    from napari_exitwave.aberration_fit import fit_aberrations
+    from napari_exitwave import _check
 
-    return list(fit_aberrations(wave, sampling, images, est.params).params)
+    return list(_check.fit_estimated(wave, sampling, images, est.params)[0])
 
 
 def draw_series(data: dict, i: int, seed: int, data_id: int):

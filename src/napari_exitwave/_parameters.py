@@ -56,6 +56,19 @@ class MicroscopeParameters:
         """Standard deviation of the image blur in A on an image grid of ``sampling`` A/px."""
         return float(self.blur) * (float(sampling) if self.blur_unit == "px" else 1.0)
 
+    def on_grid(self, from_sampling: float, to_sampling: float) -> "MicroscopeParameters":
+        """The same microscope for images on a grid of ``to_sampling`` A/px, when the blur (px)
+        and the detector MTF (frequencies in units of the Nyquist frequency) refer to a grid of
+        ``from_sampling``: the blur in A, the MTF's ``c2`` times ``to / from`` (the same MTF of
+        the physical frequency; exact for images Fourier-resampled from the detector grid).
+
+        >>> p = MicroscopeParameters(blur=1.0, mtf_c1=0.1, mtf_c2=0.15).on_grid(0.1, 0.2)
+        >>> round(p.blur, 3), p.blur_unit, round(p.mtf_c2, 3)
+        (0.1, 'A', 0.3)
+        """
+        return dataclasses.replace(self, blur=self.blur_sigma(from_sampling), blur_unit="A",
+                                   mtf_c2=self.mtf_c2 * float(to_sampling) / float(from_sampling))
+
     def to_dict(self) -> dict[str, Any]:
         return {k: (v if k == "blur_unit" else float(v))
                 for k, v in dataclasses.asdict(self).items()}

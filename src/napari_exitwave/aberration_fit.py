@@ -25,9 +25,22 @@ The images and the wave are Fourier-cropped to half the frequency range first (`
 beyond half the Nyquist frequency of the 0.105 A/px grid the images hold noise only (the
 information limit, :mod:`napari_exitwave.detector`), and each model evaluation costs a quarter.
 
+The detector MTF can be fitted too (:data:`MTF_PARAMETERS`, on the fit's band once the aberrations
+are in their valley, then the aberrations once more). The noise spectrum
+(:mod:`napari_exitwave.detector`) sees the MTF only beyond the information limit, where its level
+trades against the dose (on the bundled sample it read c1 0.03, c2 0.10, c3 0.91 for the true 0.1,
+0.15, 1.2, and the good reconstruction raised a false alarm, misfit 0.0253 > 0.024; with the MTF
+fitted 0.0080, docs/residual.md); the signal band pins the MTF where the images carry contrast. The
+noise variance the spectrum measured is held: the dose moves with the MTF so that ``mean(MTF^2) /
+dose`` stays (:func:`hold_noise_variance`). The fitted MTF is the one that makes *this exit wave*
+explain the images: a network's wave is its training target, folded with a 15 pm Gaussian, and the
+MTF makes up for that smoothing too (on the bundled sample's target it goes to the top of the
+Table-1 range, c1 0.2, c2 0.2), so it is not a measurement of the camera.
+
 The fit moves the parameters toward those that explain the images *with this exit wave*: with a
 wrong wave it finds the parameters that hide the error best, which is why only a few parameters
-are fitted, none of which can reorder the images or rescale the pixel size.
+are fitted, none of which can reorder the images or rescale the pixel size, and the MTF stays
+inside the training ranges.
 """
 
 from __future__ import annotations
@@ -41,14 +54,19 @@ import numpy as np
 
 from . import physics
 
-__all__ = ["AberrationFit", "fit_aberrations", "FIT_PARAMETERS", "table_values"]
+__all__ = ["AberrationFit", "fit_aberrations", "FIT_PARAMETERS", "MTF_PARAMETERS",
+           "hold_noise_variance", "table_values"]
 
 FIT_PARAMETERS = ("defocus", "C12_a", "C12_b", "C21_a", "C21_b", "Cs")
-"""What :func:`fit_aberrations` can fit (defocus offset in A, C12 and C21 components in A, Cs
-in A), and the first step of each in the search (:data:`_STEPS`)."""
+"""The aberrations :func:`fit_aberrations` can fit (defocus offset in A, C12 and C21
+components in A, Cs in A), and the first step of each in the search (:data:`_STEPS`)."""
+
+MTF_PARAMETERS = ("mtf_c1", "mtf_c2", "mtf_c3")
+"""The detector MTF's parameters (:func:`napari_exitwave.physics.mtf`), which
+:func:`fit_aberrations` can fit too, in the signal band, after the aberrations."""
 
 _STEPS = {"defocus": 10.0, "C12_a": 5.0, "C12_b": 5.0, "C21_a": 100.0, "C21_b": 100.0,
-          "Cs": 2e4}
+          "Cs": 2e4, "mtf_c1": 0.1, "mtf_c2": 0.02, "mtf_c3": 0.2}
 
 
 @dataclasses.dataclass
@@ -78,9 +96,11 @@ class AberrationFit:
         """One line for a terminal: the fitted values (abTEM conventions, A and um)."""
         p = self.params[0]
         d = ", ".join(f"{q.defocus:.0f}" for q in self.params)
+        mtf = (f", MTF c1 {p.mtf_c1:.2f}, c2 {p.mtf_c2:.3f}, c3 {p.mtf_c3:.2f}"
+               if set(MTF_PARAMETERS) & set(self.changes) else "")
         return (f"aberration fit (exit wave held fixed): defocus {d} A, Cs {p.Cs / 1e4:.2f} um, "
                 f"C12 {p.astigmatism:.1f} A at {math.degrees(p.astigmatism_angle):.0f} deg, "
-                f"C21 {p.coma:.0f} A at {math.degrees(p.coma_angle):.0f} deg; misfit "
+                f"C21 {p.coma:.0f} A at {math.degrees(p.coma_angle):.0f} deg{mtf}; misfit "
                 f"{self.start_misfit:.3g} -> {self.misfit:.3g} ({self.evaluations} evaluations, "
                 f"{self.seconds:.1f} s)")
 
@@ -91,12 +111,16 @@ class AberrationFit:
                 "defocus": [float(p.defocus) for p in self.params],
                 "Cs": float(self.params[0].Cs), "C12": float(self.params[0].astigmatism),
                 "phi12": float(self.params[0].astigmatism_angle),
-                "C21": float(self.params[0].coma), "phi21": float(self.params[0].coma_angle)}
+                "C21": float(self.params[0].coma), "phi21": float(self.params[0].coma_angle),
+                "mtf": [float(self.params[0].mtf_c1), float(self.params[0].mtf_c2),
+                        float(self.params[0].mtf_c3)],
+                "dose": [float(p.dose) for p in self.params]}
 
 
 def table_values(fit: dict) -> dict[str, str]:
     """The fitted values of :meth:`AberrationFit.to_dict` by the estimate table's row names
-    (``defocus_mean``, ``defocus_step``, ``Cs``, ``C12``, ``phi12``, ``C21``, ``phi21``;
+    (``defocus_mean``, ``defocus_step``, ``Cs``, ``C12``, ``phi12``, ``C21``, ``phi21``,
+    ``detector MTF`` and ``dose`` when the MTF was fitted;
     :meth:`napari_exitwave.estimate.AberrationEstimate.rows`), as text with units; only what
     was fitted (a defocus the user gave is not)."""
     fitted = set(fit.get("changes") or ())
@@ -112,6 +136,11 @@ def table_values(fit: dict) -> dict[str, str]:
         if amp in fit and {amp + "_a", amp + "_b"} & fitted:
             out[amp] = f"{fit[amp]:.1f} A"
             out[ang] = f"{math.degrees(fit[ang]):.0f} deg"
+    if "mtf" in fit and set(MTF_PARAMETERS) & fitted:
+        c1, c2, c3 = fit["mtf"]
+        out["detector MTF"] = f"c1 {c1:.2f}, c2 {c2:.3f}, c3 {c3:.2f}"
+        if fit.get("dose"):  # the noise variance held: a new MTF, a new dose
+            out["dose"] = f"{np.mean(fit['dose']):.3g} e/A^2"
     return out
 
 
@@ -121,7 +150,10 @@ def _vector(p: physics.MicroscopeParameters) -> dict[str, float]:
             "C21_a": p.coma * math.cos(p.coma_angle), "C21_b": p.coma * math.sin(p.coma_angle)}
 
 
-def _apply(start: Sequence[physics.MicroscopeParameters], names, x) -> list:
+def _apply(start: Sequence[physics.MicroscopeParameters], names, x,
+           mtf_scale: float = 1.0) -> list:
+    """``start`` with the changes ``x`` of ``names``; the MTF's ``c2`` (after its change) times
+    ``mtf_scale`` (the same MTF on a grid ``mtf_scale`` times coarser; the blur is in A here)."""
     v = dict(zip(names, x))
     base = _vector(start[0])
     a12 = base["C12_a"] + v.get("C12_a", 0.0)
@@ -132,8 +164,29 @@ def _apply(start: Sequence[physics.MicroscopeParameters], names, x) -> list:
                   astigmatism_angle=(math.atan2(b12, a12) / 2) % math.pi,
                   coma=math.hypot(a21, b21), coma_angle=math.atan2(b21, a21) % (2 * math.pi),
                   Cs=start[0].Cs + v.get("Cs", 0.0))
-    return [dataclasses.replace(p, defocus=p.defocus + v.get("defocus", 0.0), **shared)
-            for p in start]
+    out = []
+    for p in start:
+        q = dataclasses.replace(p, defocus=p.defocus + v.get("defocus", 0.0),
+                                mtf_c1=p.mtf_c1 + v.get("mtf_c1", 0.0),
+                                mtf_c2=p.mtf_c2 + v.get("mtf_c2", 0.0),
+                                mtf_c3=p.mtf_c3 + v.get("mtf_c3", 0.0), **shared)
+        out.append(q.on_grid(1.0, mtf_scale) if mtf_scale != 1.0 else q)
+    return out
+
+
+def hold_noise_variance(shape: Sequence[int], old: physics.MicroscopeParameters,
+                        new: physics.MicroscopeParameters) -> float:
+    """The dose of ``new`` at which its pixel noise variance on a grid of ``shape`` equals that of
+    ``old`` (``dose * mean(MTF^2)`` held; :func:`napari_exitwave.residual.noise_variance_factor`).
+
+    The noise spectrum (:mod:`napari_exitwave.detector`) measures the noise level; a different
+    MTF fitted to the signal must not change it. Infinite doses stay infinite."""
+    from .residual import noise_variance_factor
+
+    if not math.isfinite(old.dose):
+        return old.dose
+    return float(old.dose * noise_variance_factor(shape, new)
+                 / noise_variance_factor(shape, old))
 
 
 def fit_aberrations(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
@@ -174,9 +227,9 @@ def fit_aberrations(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
     from scipy.optimize import minimize
 
     t0 = time.perf_counter()
-    unknown = [f for f in fit if f not in FIT_PARAMETERS]
+    unknown = [f for f in fit if f not in FIT_PARAMETERS + MTF_PARAMETERS]
     if unknown:
-        raise ValueError(f"cannot fit {unknown}; choose from {FIT_PARAMETERS}")
+        raise ValueError(f"cannot fit {unknown}; choose from {FIT_PARAMETERS + MTF_PARAMETERS}")
     wave = np.asarray(exit_wave)
     images = np.asarray(images, np.float64)
     if images.ndim != 3 or images.shape[1:] != wave.shape or len(start) != len(images):
@@ -205,10 +258,9 @@ def fit_aberrations(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
             imgs_s, _ = physics.fourier_resample(images - offset, sampling, s_small)
             # the detector MTF is in units of the grid's Nyquist frequency: same MTF, new grid
             scale = s_small / sampling
-            start_s = [dataclasses.replace(p, mtf_c2=p.mtf_c2 * scale) for p in start]
             b = max(1, border * small[0] // ny)
         else:
-            s_small, wave_s, imgs_s, start_s, b = sampling, wave, images - offset, start, border
+            s_small, wave_s, imgs_s, scale, b = sampling, wave, images - offset, 1.0, border
         inner = (slice(b, small[0] - b), slice(b, small[1] - b))
         meas = imgs_s[:, inner[0], inner[1]]
         means = meas.mean(axis=(1, 2))
@@ -217,18 +269,41 @@ def fit_aberrations(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
                              "normalised images")
         count = [0]
 
+        def rms(model) -> float:
+            model = model[:, inner[0], inner[1]]
+            gain = means / model.mean(axis=(1, 2))
+            return float(np.sqrt(np.mean((meas / gain[:, None, None] - model) ** 2)))
+
         def misfit(x) -> float:
             count[0] += 1
-            ps = _apply(start_s, names, x)
+            ps = _apply(start, names, x, scale)
             # the bounds hold the vector components; the amplitudes keep to the ranges too
             excess = max(ps[0].astigmatism - c12, 0.0) / c12 + max(ps[0].coma - c21, 0.0) / c21
             if excess > 0:
                 return 1.0 + excess
-            model = physics.simulate_focal_series(wave_s, s_small, ps)[:, inner[0], inner[1]]
-            gain = means / model.mean(axis=(1, 2))
-            return float(np.sqrt(np.mean((meas / gain[:, None, None] - model) ** 2)))
+            return rms(physics.simulate_focal_series(wave_s, s_small, ps))
 
-        levels[f] = (misfit, count)
+        def mtf_misfit(x):
+            """The misfit as a function of the MTF's changes only, the other parameters at
+            ``x``: the images before the MTF are made once (the MTF is the last step)."""
+            ps = _apply(start, names, x, scale)
+            bare = physics.simulate_focal_series(
+                wave_s, s_small, [dataclasses.replace(p, mtf_c1=1.0) for p in ps])
+            spec = np.fft.rfft2(bare)
+            idx = [names.index(n) for n in mtf_names]
+
+            def fn(m) -> float:
+                count[0] += 1
+                y = np.array(x, float)
+                y[idx] = m
+                p0 = _apply(start[:1], names, y, scale)[0]
+                t = physics.mtf_transfer(bare.shape[1:], p0.mtf_c1, p0.mtf_c2, p0.mtf_c3,
+                                         half=True)
+                return rms(np.fft.irfft2(spec * t, s=bare.shape[1:]))
+
+            return fn
+
+        levels[f] = (misfit, count, mtf_misfit)
         return levels[f]
 
     names = list(fit)
@@ -248,30 +323,71 @@ def fit_aberrations(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
             "C12_b": (-c12 - vec["C12_b"], c12 - vec["C12_b"]),
             "C21_a": (-c21 - vec["C21_a"], c21 - vec["C21_a"]),
             "C21_b": (-c21 - vec["C21_b"], c21 - vec["C21_b"])}
+    if start[0].mtf_c1 != 1.0:  # the MTF stays in the training ranges (the noise fit's bounds)
+        for n, (lo, hi) in zip(MTF_PARAMETERS, (r.mtf_c1, r.mtf_c2, r.mtf_c3)):
+            v0 = getattr(start[0], n)
+            lims[n] = (lo - v0, hi - v0)
+    else:  # no MTF to start from (a perfect detector, or none measured): none fitted
+        names = [n for n in names if n not in MTF_PARAMETERS]
+    mtf_names = [n for n in names if n in MTF_PARAMETERS]
+    aberr = [i for i, n in enumerate(names) if n not in MTF_PARAMETERS]
     bounds = [tuple(sorted((min(lims[n][0], 0.0), max(lims[n][1], 0.0)))) for n in names]
     x0 = np.zeros(len(names))
-    fine, _ = level(k)
+    fine = level(k)[0]
     first = fine(x0)
 
-    def search(f, x_start, budget):
-        fn, _ = level(f)
-        simplex = np.vstack([x_start] + [x_start + np.eye(len(names))[i] * _STEPS[n]
-                                         for i, n in enumerate(names)])
-        simplex = np.clip(simplex, [b[0] for b in bounds], [b[1] for b in bounds])
-        res = minimize(fn, x_start, method="Nelder-Mead", bounds=bounds,
+    def search(f, x_start, budget, active=None):
+        """Nelder-Mead over the ``active`` indices of ``names`` (default: the aberrations),
+        the others held at ``x_start``'s values."""
+        fn = level(f)[0]
+        active = aberr if active is None else active
+        x_start = np.asarray(x_start, float)
+
+        def sub(z):
+            y = x_start.copy()
+            y[active] = z
+            return fn(y)
+
+        z0 = x_start[active]
+        bnd = [bounds[i] for i in active]
+        simplex = np.vstack([z0] + [z0 + np.eye(len(active))[j] * _STEPS[names[i]]
+                                    for j, i in enumerate(active)])
+        simplex = np.clip(simplex, [b_[0] for b_ in bnd], [b_[1] for b_ in bnd])
+        res = minimize(sub, z0, method="Nelder-Mead", bounds=bnd,
                        options=dict(initial_simplex=simplex, maxfev=int(budget),
                                     xatol=0.5, fatol=1e-6))
-        return np.asarray(res.x), float(res.fun)
+        y = x_start.copy()
+        y[active] = res.x
+        return y, float(res.fun)
+
+    def search_mtf(x_start, budget):
+        """The MTF alone on the fit's band, the aberrations at ``x_start`` (fast: the images
+        before the MTF are made once)."""
+        idx = [names.index(n) for n in mtf_names]
+        fn = level(k)[2](x_start)
+        z0 = np.asarray(x_start, float)[idx]
+        bnd = [bounds[i] for i in idx]
+        steps = np.array([_STEPS[n] for n in mtf_names])
+        simplex = np.vstack([z0] + [z0 + np.eye(len(idx))[j] * steps[j] * (1 if z0[j] + steps[j]
+                                    <= bnd[j][1] else -1) for j in range(len(idx))])
+        res = minimize(fn, z0, method="Nelder-Mead", bounds=bnd,
+                       options=dict(initial_simplex=simplex, maxfev=int(budget),
+                                    xatol=1e-3, fatol=1e-7))
+        y = np.asarray(x_start, float).copy()
+        y[idx] = res.x
+        return y, float(res.fun)
 
     x, best = x0, first
-    if names and coarse:
+    f1 = first
+    x1 = x0
+    if aberr and coarse:
         # coarse to fine: defocus and Cs shift the CTF's rings fastest with the frequency, so
         # a start more than ~20 A or a few um off sits in another valley of the full-band
         # misfit; on a grid cropped to a quarter of the frequencies the valleys are wide. A grid
         # search there over (defocus offset, Cs, C12 direction), the best few refined on half
         # the band, the best of those on the fit's own band.
         kc, km = 4 * k, 2 * k
-        coarse_fn, _ = level(kc)
+        coarse_fn = level(kc)[0]
         axes = {"defocus": np.arange(bounds[names.index("defocus")][0],
                                      bounds[names.index("defocus")][1] + 1e-9, 10.0)
                 if "defocus" in names else [0.0],
@@ -299,13 +415,25 @@ def fit_aberrations(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
                    for y in picks]
         y_best = min(refined, key=lambda t: t[1])[0]
         x1, f1 = search(k, y_best, max_evaluations // 2)
-    elif names:
+    elif aberr:
         x1, f1 = search(k, x0, max_evaluations)
+    if mtf_names:
+        # the MTF in the signal band once the aberrations are in their valley (the noise
+        # spectrum measures it beyond the information limit only, where its level trades
+        # against the dose), then the aberrations once more with it
+        x2, f2 = search_mtf(x1, 200)
+        if aberr and f2 < f1:
+            x2, f2 = search(k, x2, max_evaluations // 4)
+        if f2 < f1:
+            x1, f1 = x2, f2
     if names and f1 < best:
         x, best = x1, f1
-    evaluations = sum(c[0] for _, c in levels.values())
-    # the start's doses back (the blur stays in A, which holds on any grid)
-    params = [dataclasses.replace(q, dose=d) for q, d in zip(_apply(start, names, x), doses)]
+    evaluations = sum(c[1][0] for c in levels.values())
+    # the start's doses back (the blur stays in A, which holds on any grid); with a fitted MTF
+    # the dose that keeps the noise variance the noise spectrum measured
+    old = [dataclasses.replace(q, dose=d) for q, d in zip(start, doses)]
+    params = [dataclasses.replace(q, dose=hold_noise_variance(wave.shape, o, q))
+              for q, o in zip(_apply(old, names, x), old)]
     return AberrationFit(params=params, start_misfit=first, misfit=best,
                          changes={n: float(v) for n, v in zip(names, x)},
                          evaluations=evaluations, seconds=time.perf_counter() - t0)

@@ -376,7 +376,8 @@ def _physics_check(mode, wave, sampling, images, estimate, est_sampling, estimat
             yield 0.96, "fitting the aberrations"
             params, fitted = _check.fit_estimated(wave, sampling, images, params,
                                                   user_defocus=user.get("defocus") is not None,
-                                                  user_Cs=user.get("Cs") is not None)
+                                                  user_Cs=user.get("Cs") is not None,
+                                                  user_dose=user.get("dose") is not None)
             if isinstance(fitted, str):
                 warnings.append(f"aberration fit skipped: {fitted}")
                 fitted = None
