@@ -338,6 +338,18 @@ def main(argv=None) -> int:
                     recs["refined_est"] = refine_exit_wave(
                         recs["network"], sampling, s["images"], est_p,
                         iterations=args.refine_iter).exit_wave.astype(complex)
+                    # the pipeline's path: the estimate, then defocus, C12, C21, Cs and the
+                    # MTF fitted to all 11 images with the network's wave held fixed
+                    from napari_exitwave._check import fit_estimated
+
+                    fit_p, fit = fit_estimated(recs["network"], sampling, s["images"], est_p)
+                    if isinstance(fit, str):
+                        log(f"  no aberration fit ({fit})")
+                    else:
+                        log(f"  aberration fit: {fit.summary()}")
+                    recs["refined_fit"] = refine_exit_wave(
+                        recs["network"], sampling, s["images"], fit_p,
+                        iterations=args.refine_iter).exit_wave.astype(complex)
                 log(f"  refinement {r_t:.1f} s")
         r = {"index": s["index"], "gs_seconds": t_gs, "gs_errors": gs.errors.tolist(),
              "params": p[0].to_dict(), "defocus": d,
@@ -385,6 +397,7 @@ def main(argv=None) -> int:
     names = [("network", "network", n_net),
              ("refined_all", "network + refinement, all parameters known", 11),
              ("refined_est", "network + refinement, estimated parameters", 11),
+             ("refined_fit", "network + refinement, estimated + fitted parameters", 11),
              ("gs", "Gerchberg-Saxton", 11),
              ("wiener", "Wiener (GS start)", 11),
              ("gs_all", "GS, all parameters known", 11),

@@ -275,9 +275,9 @@ def iter_reconstruct(series, model=None, *, method: str = "network", align: bool
             warnings.append("refinement skipped: it needs the microscope parameters of the "
                             "physics check (the defocus and dose given, or the full microscope)")
         elif source in ("estimate", "estimate + fit"):  # nothing given: all estimated
-            # (not measured with the fitted parameters either: docs/traditional.md)
-            # benchmarks/compare_traditional.py --refine: with the estimate's parameters the
-            # refined waves were worse than the network's (median complex RMSE 0.0147 -> 0.0228)
+            # benchmarks/compare_traditional.py --refine (docs/traditional.md): refined waves
+            # were worse than the network's, median complex RMSE 0.0147 -> 0.0603 with the
+            # estimate, -> 0.0159 with the estimate fitted (all parameters known: 0.0131)
             warnings.append("refinement skipped: the microscope parameters are estimated, and "
                             "refining with estimated parameters made exit waves worse in the "
                             "benchmark (docs/traditional.md); give the microscope's parameters "
