@@ -49,11 +49,10 @@ def errors(params, true) -> dict:
 
 
 def mtf(p) -> np.ndarray:
-    """The MTF on the signal band (0.05-0.3 of Nyquist); 1 where none is set."""
+    """The MTF on the signal band (0.05-0.3 of Nyquist; 1 for ``mtf_c1 = 1``, none set)."""
     from napari_exitwave import physics
 
-    q = np.linspace(0.05, 0.3, 11)
-    return np.ones_like(q) if p.mtf_c1 == 1.0 else physics.mtf(q, p.mtf_c1, p.mtf_c2, p.mtf_c3)
+    return physics.mtf(np.linspace(0.05, 0.3, 11), p.mtf_c1, p.mtf_c2, p.mtf_c3)
 
 
 def main(argv=None) -> int:

@@ -191,8 +191,8 @@ FITTED_MISFIT_ALARM = 0.0226
 """Misfit above which the exit wave does not explain the images when the parameters are
 estimated and then fitted with the exit wave held fixed (source ``"... + fit"``): the 95th
 percentile of good ``mos2`` reconstructions in ``benchmarks/residual_study.py --params fitted``
-with the detector MTF fitted too (docs/residual.md, 2026-12-04: 2% false alarms held out; 67-100% of
-the failure cases above it)."""
+with the detector MTF fitted too (docs/residual.md, 2026-12-04: 2% false alarms held out;
+67-100% of the failure cases above it)."""
 
 NOT_CONTRADICTED = ("no alarm with the fitted parameters: the check flagged 67-100% of failed "
                     "reconstructions at 2-5% false alarms (docs/residual.md); the microscope's "

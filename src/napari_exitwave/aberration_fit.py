@@ -290,12 +290,11 @@ def fit_aberrations(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
             bare = physics.simulate_focal_series(
                 wave_s, s_small, [dataclasses.replace(p, mtf_c1=1.0) for p in ps])
             spec = np.fft.rfft2(bare)
-            idx = [names.index(n) for n in mtf_names]
 
             def fn(m) -> float:
                 count[0] += 1
                 y = np.array(x, float)
-                y[idx] = m
+                y[mtf] = m
                 p0 = _apply(start[:1], names, y, scale)[0]
                 t = physics.mtf_transfer(bare.shape[1:], p0.mtf_c1, p0.mtf_c2, p0.mtf_c3,
                                          half=True)
@@ -329,52 +328,49 @@ def fit_aberrations(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
             lims[n] = (lo - v0, hi - v0)
     else:  # no MTF to start from (a perfect detector, or none measured): none fitted
         names = [n for n in names if n not in MTF_PARAMETERS]
-    mtf_names = [n for n in names if n in MTF_PARAMETERS]
+    mtf = [i for i, n in enumerate(names) if n in MTF_PARAMETERS]
     aberr = [i for i, n in enumerate(names) if n not in MTF_PARAMETERS]
     bounds = [tuple(sorted((min(lims[n][0], 0.0), max(lims[n][1], 0.0)))) for n in names]
     x0 = np.zeros(len(names))
     fine = level(k)[0]
     first = fine(x0)
 
-    def search(f, x_start, budget, active=None):
-        """Nelder-Mead over the ``active`` indices of ``names`` (default: the aberrations),
-        the others held at ``x_start``'s values."""
+    def search(f, x_start, budget):
+        """Nelder-Mead over the aberrations, the MTF held at ``x_start``'s values."""
         fn = level(f)[0]
-        active = aberr if active is None else active
         x_start = np.asarray(x_start, float)
 
         def sub(z):
             y = x_start.copy()
-            y[active] = z
+            y[aberr] = z
             return fn(y)
 
-        z0 = x_start[active]
-        bnd = [bounds[i] for i in active]
-        simplex = np.vstack([z0] + [z0 + np.eye(len(active))[j] * _STEPS[names[i]]
-                                    for j, i in enumerate(active)])
+        z0 = x_start[aberr]
+        bnd = [bounds[i] for i in aberr]
+        simplex = np.vstack([z0] + [z0 + np.eye(len(aberr))[j] * _STEPS[names[i]]
+                                    for j, i in enumerate(aberr)])
         simplex = np.clip(simplex, [b_[0] for b_ in bnd], [b_[1] for b_ in bnd])
         res = minimize(sub, z0, method="Nelder-Mead", bounds=bnd,
                        options=dict(initial_simplex=simplex, maxfev=int(budget),
                                     xatol=0.5, fatol=1e-6))
         y = x_start.copy()
-        y[active] = res.x
+        y[aberr] = res.x
         return y, float(res.fun)
 
     def search_mtf(x_start, budget):
         """The MTF alone on the fit's band, the aberrations at ``x_start`` (fast: the images
         before the MTF are made once)."""
-        idx = [names.index(n) for n in mtf_names]
         fn = level(k)[2](x_start)
-        z0 = np.asarray(x_start, float)[idx]
-        bnd = [bounds[i] for i in idx]
-        steps = np.array([_STEPS[n] for n in mtf_names])
-        simplex = np.vstack([z0] + [z0 + np.eye(len(idx))[j] * steps[j] * (1 if z0[j] + steps[j]
-                                    <= bnd[j][1] else -1) for j in range(len(idx))])
+        z0 = np.asarray(x_start, float)[mtf]
+        bnd = [bounds[i] for i in mtf]
+        steps = np.array([_STEPS[names[i]] for i in mtf])
+        simplex = np.vstack([z0] + [z0 + np.eye(len(mtf))[j] * steps[j] * (1 if z0[j] + steps[j]
+                                    <= bnd[j][1] else -1) for j in range(len(mtf))])
         res = minimize(fn, z0, method="Nelder-Mead", bounds=bnd,
                        options=dict(initial_simplex=simplex, maxfev=int(budget),
                                     xatol=1e-3, fatol=1e-7))
         y = np.asarray(x_start, float).copy()
-        y[idx] = res.x
+        y[mtf] = res.x
         return y, float(res.fun)
 
     x, best = x0, first
@@ -417,7 +413,7 @@ def fit_aberrations(exit_wave: np.ndarray, sampling: float, images: np.ndarray,
         x1, f1 = search(k, y_best, max_evaluations // 2)
     elif aberr:
         x1, f1 = search(k, x0, max_evaluations)
-    if mtf_names:
+    if mtf:
         # the MTF in the signal band once the aberrations are in their valley (the noise
         # spectrum measures it beyond the information limit only, where its level trades
         # against the dose), then the aberrations once more with it

@@ -126,8 +126,9 @@ def _check_options(p) -> None:
                         "seconds per 256 px frame)")
     p.add_argument("--no-aberration-fit", action="store_true",
                    help="use the estimated aberrations as they are: do not fit the defocus, "
-                        "C12, C21, Cs and detector MTF to the images with the exit wave held fixed (saves "
-                        "2-6 s per series; the check's verdict is then 'not conclusive')")
+                        "C12, C21, Cs and detector MTF to the images with the exit wave held "
+                        "fixed (saves 2-6 s per series; the check's verdict is then "
+                        "'not conclusive')")
 
 
 def _print_check(rec) -> None:
