@@ -76,16 +76,16 @@ def load_network(model: str | None):
 SERIES_RANGES = dict(total_defocus_range=100.0, step_jitter=0.0)  # 11 images, 1 nm apart
 
 
-def from_dataset(path: str, n: int, seed: int, log):
-    """Exit waves of the first ``n`` complete samples of a data set (e.g. the network's
-    validation set), each imaged anew as an 11-image series with the data set's parameter
-    ranges (seeded per sample)."""
+def from_dataset(path: str, n: int, seed: int, log, first: int = 0):
+    """Exit waves of ``n`` complete samples of a data set (e.g. the network's validation set),
+    from its ``first``-th on, each imaged anew as an 11-image series with the data set's
+    parameter ranges (seeded per sample)."""
     from exitwave_training.dataset import ExitWaveDataset
 
     ds = ExitWaveDataset(path)
     ranges = physics.ParameterRanges.from_dict(dict(ds.config.ranges.to_dict(), **SERIES_RANGES))
     out = []
-    for i in ds.indices[:n]:
+    for i in ds.indices[first:first + n]:
         smp = ds.sample(int(i))
         rng = np.random.default_rng([seed, int(i)])
         params = physics.sample_parameters(rng, 11, ranges)
@@ -246,6 +246,8 @@ def main(argv=None) -> int:
                     help="take the exit waves from this data set (Zarr, e.g. the network's "
                          "validation set) instead of simulating new ones")
     ap.add_argument("--seed", type=int, default=20260, help="seed of the validation samples")
+    ap.add_argument("--first", type=int, default=0,
+                    help="with --data: start at this sample (e.g. a held-out set)")
     ap.add_argument("--size", type=int, default=256, help="frame size in px")
     ap.add_argument("--sampling", type=float, default=None,
                     help="A/px (default: the network's, else 0.105)")
@@ -279,7 +281,7 @@ def main(argv=None) -> int:
                                  else 0.105)
     t0 = time.perf_counter()
     if args.data:
-        data_sampling, samples = from_dataset(args.data, args.n, args.seed, log)
+        data_sampling, samples = from_dataset(args.data, args.n, args.seed, log, args.first)
         if rec is not None and rec.card.sampling and not math.isclose(
                 data_sampling, rec.card.sampling, rel_tol=1e-3):
             log(f"warning: the data set's {data_sampling} A/px differs from the network's "
@@ -326,7 +328,7 @@ def main(argv=None) -> int:
             recs["network"] = rec.predict(
                 physics.normalize_series(s["images"][pick])).astype(complex)
             if args.refine:  # the network's answer refined against all 11 images
-                from napari_exitwave.refine import refine_exit_wave
+                from napari_exitwave.refine import ESTIMATED_STRENGTH, refine_exit_wave
 
                 t = time.perf_counter()
                 recs["refined_all"] = refine_exit_wave(
@@ -349,6 +351,7 @@ def main(argv=None) -> int:
                         log(f"  aberration fit: {fit.summary()}")
                     recs["refined_fit"] = refine_exit_wave(
                         recs["network"], sampling, s["images"], fit_p,
+                        strength=ESTIMATED_STRENGTH,
                         iterations=args.refine_iter).exit_wave.astype(complex)
                 log(f"  refinement {r_t:.1f} s")
         r = {"index": s["index"], "gs_seconds": t_gs, "gs_errors": gs.errors.tolist(),
@@ -376,7 +379,8 @@ def main(argv=None) -> int:
     lines.append(f"Run {date} on {platform.node() or 'this machine'} ({os.cpu_count()} CPUs): "
                  f"`benchmarks/compare_traditional.py --n {args.n} --seed {args.seed} --size "
                  f"{args.size} --n-iter {args.n_iter} --wiener-eps {args.wiener_eps} "
-                 f"--dataset {args.dataset}{' --data ' + args.data if args.data else ''} "
+                 f"--dataset {args.dataset}{' --data ' + args.data if args.data else ''}"
+                 f"{f' --first {args.first}' if args.first else ''} "
                  f"--envelope-cutoff {args.envelope_cutoff}{' --refine' if args.refine else ''}`; {net_note}. Metrics from "
                  f"{metrics_source}. {args.n} {source}, at {sampling:.4g} A/px "
                  f"({samples[0]['target'].shape[-1]} px), made in {t_sim:.0f} s, 11 images "
@@ -393,11 +397,14 @@ def main(argv=None) -> int:
     def cell(x):
         return f"{x['complex']:.4f} ({x['real']:.4f} / {x['imag']:.4f})"
 
+    from napari_exitwave.refine import ESTIMATED_STRENGTH
+
     n_net = rec.card.n_images if rec is not None else 3
     names = [("network", "network", n_net),
              ("refined_all", "network + refinement, all parameters known", 11),
              ("refined_est", "network + refinement, estimated parameters", 11),
-             ("refined_fit", "network + refinement, estimated + fitted parameters", 11),
+             ("refined_fit", "network + refinement, estimated + fitted parameters "
+              f"(strength {ESTIMATED_STRENGTH:g})", 11),
              ("gs", "Gerchberg-Saxton", 11),
              ("wiener", "Wiener (GS start)", 11),
              ("gs_all", "GS, all parameters known", 11),

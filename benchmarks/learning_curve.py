@@ -8,6 +8,15 @@ a short CPU run is an optimistic guide, not a promise: curves flatten.
 
     python benchmarks/learning_curve.py data/runs/mos2 data/mos2-val.zarr --max-samples 100 \\
         --png docs/images/learning_curve_mos2.png --json docs/models/learning_curve_mos2.json
+
+A shipped network trained across sessions keeps no snapshots, but git keeps every shipped
+version: ``--revisions`` scores ``models/NAME.onnx`` as committed at each revision (oldest first,
+one lineage: each run started from the previous one's shipped checkpoint) and counts the
+training samples along that lineage up to each shipped (best) checkpoint, from the committed
+``models/checkpoints/NAME.state.json``::
+
+    python benchmarks/learning_curve.py mos2-graphene-a data/mosg-val.zarr --max-samples 150 \\
+        --revisions 3537c52 7d3b0f9 HEAD --target 0.0122
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -47,6 +57,41 @@ def score_snapshots(run: Path, val: str, max_samples: int | None) -> list[dict]:
     return points
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _git_show(rev: str, path: str) -> bytes:
+    return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True,
+                          capture_output=True).stdout
+
+
+def score_revisions(name: str, revisions: list[str], val: str,
+                    max_samples: int | None) -> list[dict]:
+    """One point per committed version of ``models/NAME.onnx``; ``samples_seen`` is the sum,
+    along the lineage, of each run's samples up to its best (shipped) epoch."""
+    from exitwave_training.evaluate import evaluate_arrays, load_predictor
+    from exitwave_training.feed import load_waves
+
+    data = load_waves(val, max_samples)
+    points, seen = [], 0
+    for rev in revisions:
+        state = json.loads(_git_show(rev, f"models/checkpoints/{name}.state.json"))
+        seen += state["samples_seen"] * state["best_epoch"] / state["epoch"]
+        with tempfile.TemporaryDirectory() as tmp:
+            for suffix in (".json", ".onnx"):
+                Path(tmp, name + suffix).write_bytes(_git_show(rev, f"models/{name}{suffix}"))
+            predict, info = load_predictor(Path(tmp, name + ".onnx"))
+            s = evaluate_arrays(predict, data, n_images=info["n_images"],
+                                multiple=info["size_multiple"], out_dir=tmp, argand_samples=0)
+        missed = s.get("missed_columns_fraction")
+        points.append(dict(revision=rev, epoch=state["best_epoch"], samples_seen=int(seen),
+                           rmse_imag=s["rmse_imag"], rmse_real=s["rmse_real"],
+                           peak_error_pm=s["peak_error_pm"],
+                           recall=None if missed is None else 1 - missed))
+        print(json.dumps(points[-1]), flush=True)
+    return points
+
+
 def fit_power_law(points: list[dict], key: str = "rmse_imag") -> tuple[float, float]:
     """``(a, b)`` of ``key = a * samples^-b``, least squares in log-log on the later half."""
     pts = sorted(points, key=lambda p: p["samples_seen"])
@@ -59,14 +104,20 @@ def fit_power_law(points: list[dict], key: str = "rmse_imag") -> tuple[float, fl
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run", type=Path)
+    p.add_argument("run", type=Path,
+                   help="a run directory (its snapshots), or with --revisions a network's name")
     p.add_argument("val")
     p.add_argument("--max-samples", type=int, default=100)
     p.add_argument("--target", type=float, default=0.0062, help="imag RMSE to extrapolate to")
     p.add_argument("--png", type=Path)
     p.add_argument("--json", type=Path)
+    p.add_argument("--revisions", nargs="+",
+                   help="git revisions of models/RUN.onnx to score instead of snapshots")
     args = p.parse_args(argv)
-    points = score_snapshots(args.run, args.val, args.max_samples)
+    if args.revisions:
+        points = score_revisions(str(args.run), args.revisions, args.val, args.max_samples)
+    else:
+        points = score_snapshots(args.run, args.val, args.max_samples)
     if len(points) < 2:
         print("fewer than 2 snapshots: train with --snapshot-every", file=sys.stderr)
         return 2

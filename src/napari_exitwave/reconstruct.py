@@ -145,9 +145,9 @@ def iter_reconstruct(series, model=None, *, method: str = "network", align: bool
                      cancel: Callable[[], bool] | None = None,
                      physics_check: bool | str = False, dose: float | None = None,
                      microscope: Sequence[physics.MicroscopeParameters] | None = None,
-                     estimator=None, refine: bool = False, refine_strength: float = 1.0,
-                     fit_aberrations: bool = True, **traditional_kwargs
-                     ) -> Generator[tuple[float, str], None, Reconstruction]:
+                     estimator=None, refine: bool = False,
+                     refine_strength: float | None = None, fit_aberrations: bool = True,
+                     **traditional_kwargs) -> Generator[tuple[float, str], None, Reconstruction]:
     """:func:`reconstruct_series` as a generator: yields ``(fraction, message)``, returns the
     :class:`Reconstruction` (``StopIteration.value``; ``rec = yield from iter_reconstruct(...)``).
 
@@ -274,19 +274,25 @@ def iter_reconstruct(series, model=None, *, method: str = "network", align: bool
         if residual is None:
             warnings.append("refinement skipped: it needs the microscope parameters of the "
                             "physics check (the defocus and dose given, or the full microscope)")
-        elif source in ("estimate", "estimate + fit"):  # nothing given: all estimated
-            # benchmarks/compare_traditional.py --refine (docs/traditional.md): refined waves
-            # were worse than the network's, median complex RMSE 0.0147 -> 0.0603 with the
-            # estimate, -> 0.0159 with the estimate fitted (all parameters known: 0.0131)
-            warnings.append("refinement skipped: the microscope parameters are estimated, and "
-                            "refining with estimated parameters made exit waves worse in the "
-                            "benchmark (docs/traditional.md); give the microscope's parameters "
+        elif source.startswith("estimate") and not source.endswith("+ fit"):
+            # benchmarks/compare_traditional.py --refine (docs/traditional.md): refined with
+            # the estimate as it is, waves got worse (median complex RMSE 0.0147 -> 0.0603)
+            warnings.append("refinement skipped: the microscope parameters are estimated and "
+                            "were not fitted to the images, and refining with them made exit "
+                            "waves worse in the benchmark (docs/traditional.md); keep the "
+                            "aberration fit on, or give the microscope's parameters "
                             "(microscope=[...], or --defocus, --Cs, --focal-spread, --dose)")
-            meta["refinement"] = {"skipped": "estimated parameters"}
+            meta["refinement"] = {"skipped": "estimated parameters, not fitted"}
         else:
+            from .refine import ESTIMATED_STRENGTH, GIVEN_STRENGTH
+
+            if refine_strength is None:
+                refine_strength = (ESTIMATED_STRENGTH if source.startswith("estimate")
+                                   else GIVEN_STRENGTH)
             yield 0.97, "refining against the images"
             wave, residual = _refine(wave, out_sampling, seen, meta, warnings, timings,
                                      refine_strength)
+            meta["refinement"]["parameters_from"] = source
     timings["total"] = time.perf_counter() - t_start
     yield 1.0, "done"
     return Reconstruction(exit_wave=np.asarray(wave).astype(np.complex64, copy=False),
@@ -577,9 +583,12 @@ def reconstruct_series(series, model=None, *, method: str = "network", align: bo
     refine, refine_strength : bool, float
         After the physics check, refine the exit wave against every image with the check's
         parameters (:func:`napari_exitwave.refine.refine_exit_wave`, regularised toward the
-        start by ``refine_strength``); the residual is then the refined wave's, the start's
-        stays in ``metadata["refinement"]``. Off by default; skipped with a warning when the
-        check could not run.
+        start by ``refine_strength``: by default
+        :data:`~napari_exitwave.refine.GIVEN_STRENGTH` with the microscope's parameters given,
+        :data:`~napari_exitwave.refine.ESTIMATED_STRENGTH` with estimated and fitted ones);
+        the residual is then the refined wave's, the start's stays in
+        ``metadata["refinement"]``. Off by default; skipped with a warning when the check could
+        not run, or its parameters are estimated but not fitted.
     **traditional_kwargs
         For ``gs``/``wiener``: :func:`napari_exitwave.traditional.reconstruct`'s ``n_iter``,
         ``wiener_eps``, ``blur`` (A), ``mtf``...

@@ -29,7 +29,17 @@ import numpy as np
 from . import physics
 from .physics import _fourier_crop_or_pad
 
-__all__ = ["RefineResult", "refine_exit_wave", "ImageModel"]
+__all__ = ["RefineResult", "refine_exit_wave", "ImageModel", "GIVEN_STRENGTH",
+           "ESTIMATED_STRENGTH"]
+
+#: ``strength`` with the microscope's own parameters (benchmarks/compare_traditional.py
+#: --refine: median complex RMSE 0.0147 -> 0.0131 on the 11-image series, docs/traditional.md)
+GIVEN_STRENGTH = 1.0
+#: ``strength`` with estimated and fitted parameters (the pipeline's when nothing is given):
+#: their remaining errors (coma, the detector MTF) are fitted into the wave at strength 1
+#: (0.0147 -> 0.0159); a stronger pull toward the network's wave keeps what the images add
+#: without that (benchmarks/refine_parameters.py --strengths, docs/traditional.md)
+ESTIMATED_STRENGTH = 10.0
 
 
 class ImageModel:
