@@ -11,9 +11,9 @@ a short CPU run is an optimistic guide, not a promise: curves flatten.
 
 A shipped network trained across sessions keeps no snapshots, but git keeps every shipped
 version: ``--revisions`` scores ``models/NAME.onnx`` as committed at each revision (oldest first,
-one lineage: each run started from the previous one's shipped checkpoint) and counts the
-training samples along that lineage up to each shipped (best) checkpoint, from the committed
-``models/checkpoints/NAME.state.json``::
+one lineage: each run started from the previous one's shipped checkpoint, its last epoch) and
+counts the training samples along that lineage up to each exported (best) epoch, from the
+committed ``models/checkpoints/NAME.state.json``::
 
     python benchmarks/learning_curve.py mos2-graphene-a data/mosg-val.zarr --max-samples 150 \\
         --revisions 3537c52 7d3b0f9 HEAD --target 0.0122
@@ -67,16 +67,19 @@ def _git_show(rev: str, path: str) -> bytes:
 
 def score_revisions(name: str, revisions: list[str], val: str,
                     max_samples: int | None) -> list[dict]:
-    """One point per committed version of ``models/NAME.onnx``; ``samples_seen`` is the sum,
-    along the lineage, of each run's samples up to its best (shipped) epoch."""
+    """One point per committed version of ``models/NAME.onnx``; ``samples_seen`` counts, along
+    the lineage, every earlier run's samples and this run's up to its best (exported) epoch."""
     from exitwave_training.evaluate import evaluate_arrays, load_predictor
     from exitwave_training.feed import load_waves
 
     data = load_waves(val, max_samples)
-    points, seen = [], 0
+    points, before = [], 0
     for rev in revisions:
         state = json.loads(_git_show(rev, f"models/checkpoints/{name}.state.json"))
-        seen += state["samples_seen"] * state["best_epoch"] / state["epoch"]
+        # the ONNX file holds the best epoch's weights; the next run continued the shipped
+        # checkpoint, the last epoch's (exitwave-train ship)
+        seen = before + state["samples_seen"] * state["best_epoch"] / state["epoch"]
+        before += state["samples_seen"]
         with tempfile.TemporaryDirectory() as tmp:
             for suffix in (".json", ".onnx"):
                 Path(tmp, name + suffix).write_bytes(_git_show(rev, f"models/{name}{suffix}"))
