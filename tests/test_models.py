@@ -34,7 +34,7 @@ SAMPLE_RMSE_BOUND = {
     "2d": (0.009, 0.021),  # 0.0062 / 0.0156 (finetuned from mos2; was 0.0122 / 0.0287)
     # on the MoS2-on-film sample (0.105 A/px; vacuum: 0.0262 / 0.1156), measured 2026-12-03; on
     # the unsupported sample they put a support where there is none (real 0.026 / 0.028)
-    "mos2-graphene-a": (0.013, 0.032),  # 0.0101 / 0.0244 (finetuned from mos2; was 0.0132 / 0.0402)
+    "mos2-graphene-a": (0.011, 0.024),  # 0.0087 / 0.0183 (+60 epochs on 12-04; was 0.0101 / 0.0244)
     "mos2-graphene-b": (0.015, 0.045),  # 0.0116 / 0.0342 (+14 cosine epochs; was 0.0163 / 0.0488)
     # on the MoS2/graphene sample at 0.22 A/px (vacuum 0.0217 / 0.0936), measured 2026-12-03
     "mos2-graphene-022": (0.014, 0.030),  # 0.0098 / 0.0209 (finetuned from mos2; was 0.0101 / 0.0244)
