@@ -246,3 +246,18 @@ def test_a_file_named_sample_is_not_the_bundled_sample(setup, tmp_path, capsys, 
                           "--out", "res", "-q", "--no-peaks"], capsys)
     assert code == 0, err
     assert (tmp_path / "res" / "sample_run3_exit_wave.tif").is_file()
+
+
+def test_reconstruct_refine_says_what_it_refined_with(tmp_path, capsys):
+    """`--refine` with nothing but the file's defocus: the estimate is fitted, the wave refined
+    at the estimated-parameter strength, and the CLI says so and writes it to the JSON."""
+    from napari_exitwave.refine import ESTIMATED_STRENGTH
+
+    code, out, err = run(["reconstruct", "sample", "--model", "mos2", "--refine",
+                          "--out", tmp_path], capsys)
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("refined against every image"))
+    assert f"+ fit parameters, strength {ESTIMATED_STRENGTH:g}" in line
+    saved = json.loads((tmp_path / "sample.json").read_text())
+    ref = saved.get("refinement") or saved["metadata"]["refinement"]
+    assert ref["strength"] == ESTIMATED_STRENGTH and ref["chi2_end"] < ref["chi2_start"]

@@ -143,6 +143,12 @@ def _print_check(rec) -> None:
     fit = rec.metadata.get("aberration_fit")
     if fit:
         print(fit["summary"])
+    ref = rec.metadata.get("refinement") or {}
+    if "strength" in ref:
+        n = ref["iterations"]
+        print(f"refined against every image ({ref['parameters_from']} parameters, strength "
+              f"{ref['strength']:g}, {n} iteration{'' if n == 1 else 's'}): chi-square per "
+              f"pixel {ref['chi2_start']:.3g} -> {ref['chi2_end']:.3g}")
     if rec.residual is not None:
         src = (rec.metadata.get("physics_residual") or {}).get("parameters_from")
         print(residual_line(rec.residual.reduced_chi2, src, rec.residual.misfit_rms))
