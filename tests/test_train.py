@@ -219,6 +219,26 @@ def test_recipes_resume_bit_for_bit(toy, tmp_path, kw):
         TrainConfig(loss="huber")
 
 
+def test_column_weight_reaches_the_loss_from_the_cli():
+    """`--column-weight` sets the column-weighted MSE's weight (the budget study's row F used the
+    default 4, which pulled the values off the vacuum); the weight changes the loss."""
+    from exitwave_training.cli import _recipe_kwargs, build_parser
+    from exitwave_training.train import _loss
+
+    for cmd in (["train", "--preset", "tiny"], ["finetune", "--from", "mos2"]):
+        args = build_parser().parse_args(cmd + ["--train", "t.zarr", "--out", "r", "--loss",
+                                                "column_mse", "--column-weight", "0.5"])
+        cfg = TrainConfig(**_recipe_kwargs(args))
+        assert cfg.column_weight == 0.5 and _loss(cfg).weight == 0.5
+    y_true = np.zeros((1, 4, 4, 2), np.float32)
+    y_true[..., 0] = 1.0
+    y_true[0, 1, 1] = (0.8, 0.3)  # one column pixel
+    y_pred = np.ones_like(y_true)
+    light = float(_loss(TrainConfig(loss="column_mse", column_weight=0.5))(y_true, y_pred))
+    heavy = float(_loss(TrainConfig(loss="column_mse", column_weight=4.0))(y_true, y_pred))
+    assert heavy > light > 0
+
+
 def test_shipped_checkpoint_resumes_bit_for_bit_and_finetunes(toy, tmp_path):
     """`ship` puts a run's checkpoint in models/; `train --init-from` continues it exactly as
     the run itself would have continued; `finetune --from` starts a new run from its weights."""
