@@ -47,6 +47,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from napari_exitwave import physics, traditional
+from napari_exitwave.refine import ESTIMATED_STRENGTH, refine_exit_wave
 from traditional import update_block  # benchmarks/traditional.py: the docs/ block writer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -328,8 +329,6 @@ def main(argv=None) -> int:
             recs["network"] = rec.predict(
                 physics.normalize_series(s["images"][pick])).astype(complex)
             if args.refine:  # the network's answer refined against all 11 images
-                from napari_exitwave.refine import ESTIMATED_STRENGTH, refine_exit_wave
-
                 t = time.perf_counter()
                 recs["refined_all"] = refine_exit_wave(
                     recs["network"], sampling, s["images"], p,
@@ -396,8 +395,6 @@ def main(argv=None) -> int:
 
     def cell(x):
         return f"{x['complex']:.4f} ({x['real']:.4f} / {x['imag']:.4f})"
-
-    from napari_exitwave.refine import ESTIMATED_STRENGTH
 
     n_net = rec.card.n_images if rec is not None else 3
     names = [("network", "network", n_net),

@@ -48,13 +48,18 @@ def score_snapshots(run: Path, val: str, max_samples: int | None) -> list[dict]:
             s = evaluate_arrays(keras_predictor(model), data, n_images=cfg["network"]["n_images"],
                                 multiple=size_multiple(int(cfg["network"]["depth"])),
                                 out_dir=tmp, argand_samples=0)
-        missed = s.get("missed_columns_fraction")
-        points.append(dict(epoch=snap["epoch"], samples_seen=snap["samples_seen"],
-                           rmse_imag=s["rmse_imag"], rmse_real=s["rmse_real"],
-                           peak_error_pm=s["peak_error_pm"],
-                           recall=None if missed is None else 1 - missed))
-        print(json.dumps(points[-1]), flush=True)
+        points.append(_point(s, epoch=snap["epoch"], samples_seen=snap["samples_seen"]))
     return points
+
+
+def _point(summary: dict, **where) -> dict:
+    """One learning-curve point from an evaluation summary, printed as it comes."""
+    missed = summary.get("missed_columns_fraction")
+    point = dict(where, rmse_imag=summary["rmse_imag"], rmse_real=summary["rmse_real"],
+                 peak_error_pm=summary["peak_error_pm"],
+                 recall=None if missed is None else 1 - missed)
+    print(json.dumps(point), flush=True)
+    return point
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,12 +91,8 @@ def score_revisions(name: str, revisions: list[str], val: str,
             predict, info = load_predictor(Path(tmp, name + ".onnx"))
             s = evaluate_arrays(predict, data, n_images=info["n_images"],
                                 multiple=info["size_multiple"], out_dir=tmp, argand_samples=0)
-        missed = s.get("missed_columns_fraction")
-        points.append(dict(revision=rev, epoch=state["best_epoch"], samples_seen=int(seen),
-                           rmse_imag=s["rmse_imag"], rmse_real=s["rmse_real"],
-                           peak_error_pm=s["peak_error_pm"],
-                           recall=None if missed is None else 1 - missed))
-        print(json.dumps(points[-1]), flush=True)
+        points.append(_point(s, revision=rev, epoch=state["best_epoch"],
+                             samples_seen=int(seen)))
     return points
 
 
@@ -122,7 +123,8 @@ def main(argv=None) -> int:
     else:
         points = score_snapshots(args.run, args.val, args.max_samples)
     if len(points) < 2:
-        print("fewer than 2 snapshots: train with --snapshot-every", file=sys.stderr)
+        print("fewer than 2 revisions given" if args.revisions else
+              "fewer than 2 snapshots: train with --snapshot-every", file=sys.stderr)
         return 2
     a, b = fit_power_law(points)
     need = (a / args.target) ** (1 / b) if b > 0 else math.inf

@@ -82,13 +82,14 @@ def main(argv=None) -> int:
             w = refine_exit_wave(net, sampling, s["images"], params, strength=strength).exit_wave
             return w, float(np.hypot(*rmse(w, s["target"])))
 
+        refined = {}
         for name in args.cases:
-            row[name] = score(cases[name])[1]
+            refined[name], row[name] = score(cases[name])
         for strength in args.strengths:
             row[f"fit, strength {strength:g}"] = score(fitted, strength)[1]
         if args.alternate:
-            refined, _ = score(fitted)
-            again, _ = fit_estimated(refined, sampling, s["images"], fitted)
+            first = refined["fit"] if "fit" in refined else score(fitted)[0]
+            again, _ = fit_estimated(first, sampling, s["images"], fitted)
             row["fit, alternated"] = score(again)[1]
             c21 = lambda r: r.coma * np.exp(1j * r.coma_angle)  # noqa: E731
             row["C21 error fit (A)"] = float(abs(c21(fitted[0]) - c21(true[0])))
