@@ -149,16 +149,16 @@ def table(results: list[dict], samples: int) -> str:
     lines = [f"Budget: {samples} training samples per row (updates x batch), medium U-Net, "
              "fixed training set, last checkpoint scored on the fixed validation set.", "",
              "| row | recipe | imag RMSE | real RMSE | column error (pm) | recall | samples/s | "
-             "train min |", "|---|---|---|---|---|---|---|---|"]
+             "train min | run |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['row']} | {r.get('what', '')} | {r['error']} | | | | | |")
+            lines.append(f"| {r['row']} | {r.get('what', '')} | {r['error']} | | | | | | |")
             continue
         pe = "-" if r["peak_error_pm"] is None else f"{r['peak_error_pm']:.1f}"
         rc = "-" if r["recall"] is None else f"{r['recall']:.3f}"
         lines.append(f"| {r['row']} | {r['what']} | {r['rmse_imag']:.4f} | {r['rmse_real']:.4f} "
                      f"| {pe} | {rc} | {r['samples_per_second']:.2f} | "
-                     f"{r['train_seconds'] / 60:.1f} |")
+                     f"{r['train_seconds'] / 60:.1f} | {r.get('date', '')[:10]} |")
     lines.append("")
     lines.append("Commands (from the repository root, each row alone):")
     lines.append("")

@@ -49,13 +49,14 @@ ROWS: dict[str, tuple[str, str, bool, dict[str, str]]] = {
 # (what, extra train options, environment)
 THREADS_1 = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
 FIT_ROWS: dict[str, tuple[str, list[str], dict[str, str]]] = {
-    "fit": ("the shipped recipes' setting: feed in 1 thread beside TensorFlow's default threads",
-            [], {}),
+    "fit": ("feed in 1 thread (`--workers 1`, the CLI's default before 2026-12-04) beside "
+            "TensorFlow's default threads", [], {}),
     "fit-tf1": ("TensorFlow in 1 thread (1 intra-op, 1 inter-op) beside the feed's thread",
                 [], THREADS_1),
     "fit-tf2-inter1": ("TensorFlow 2 intra-op threads, 1 inter-op, beside the feed's thread", [],
                        {"TF_NUM_INTRAOP_THREADS": "2", "TF_NUM_INTEROP_THREADS": "1"}),
-    "fit-workers2": ("feed in 2 threads (--workers 2), TensorFlow's default threads",
+    "fit-workers2": ("feed in 2 threads (`--workers 2`: the shipped recipes' and now the CLI's "
+                     "default), TensorFlow's default threads",
                      ["--workers", "2"], {}),
     "fit-tf1-crops2": ("TensorFlow in 1 thread, 2 crops per simulated series (half the feed)",
                        ["--crops-per-series", "2"], THREADS_1),
@@ -166,7 +167,8 @@ def run_fit_row(name: str, args) -> dict:
 
 
 def fit_table(res: dict) -> str:
-    lines = [f"Whole training runs ({res['fit_epochs']} epochs of {res['fit_steps']} updates, "
+    when = f"{res['fit_date']}: w" if res.get("fit_date") else "W"
+    lines = [f"{when}hole training runs ({res['fit_epochs']} epochs of {res['fit_steps']} updates, "
              "samples/s over the epochs after the first, which compiles): the feed and the "
              "trainer share the 2 cores.", "",
              "| row | what | samples/s | vs fit | epoch (s) | environment |",
@@ -252,7 +254,8 @@ def main(argv=None) -> int:
     res = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=machine(),
                preset=args.preset, batch_size=args.batch_size, crop=args.crop, steps=args.steps,
                warmup=args.warmup, feed_seconds_per_batch=feed, rows=rows,
-               fit_rows=fit_rows, fit_epochs=args.fit_epochs, fit_steps=args.fit_steps)
+               fit_rows=fit_rows, fit_epochs=args.fit_epochs, fit_steps=args.fit_steps,
+               fit_date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     (out / "speed.json").write_text(json.dumps(res, indent=2) + "\n")
     print(table(res))
     if args.doc:

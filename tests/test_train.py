@@ -239,6 +239,19 @@ def test_column_weight_reaches_the_loss_from_the_cli():
     assert heavy > light > 0
 
 
+def test_cli_feeds_with_two_threads_by_default():
+    """2 feed threads beside TensorFlow's trained 1.41x the samples/s of 1 on 2 cores
+    (docs/training.md, benchmarks/train_speed.py --fit): the CLI's default for train and
+    finetune; --workers still sets it."""
+    from exitwave_training.cli import build_parser
+
+    for cmd in (["train"], ["finetune", "--from", "mos2"]):
+        args = build_parser().parse_args(cmd + ["--train", "t.zarr", "--out", "r"])
+        assert args.workers == 2
+        assert build_parser().parse_args(cmd + ["--train", "t.zarr", "--out", "r", "--workers",
+                                                "1"]).workers == 1
+
+
 def test_shipped_checkpoint_resumes_bit_for_bit_and_finetunes(toy, tmp_path):
     """`ship` puts a run's checkpoint in models/; `train --init-from` continues it exactly as
     the run itself would have continued; `finetune --from` starts a new run from its weights."""

@@ -138,7 +138,7 @@ def _add_train(subparsers) -> None:
     p.add_argument("--steps-per-epoch", type=int, help="default: one pass over the data set")
     _add_recipe(p)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="threads simulating focal series")
+    p.add_argument("--workers", type=int, default=2, help=WORKERS_HELP)
     p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU)")
     p.add_argument("--jit-compile", action="store_true", help="XLA-compile the training step")
     p.add_argument("--init-from", help="continue a shipped checkpoint (models/checkpoints/"
@@ -156,6 +156,11 @@ def _add_train(subparsers) -> None:
     _add_blur_unit(p, None, "the training data set's")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run_train)
+
+
+# 2 feed threads beside TensorFlow's own: 1.41x the samples/s of 1 on 2 cores
+# (benchmarks/train_speed.py --fit, docs/training.md)
+WORKERS_HELP = "threads simulating focal series (default 2)"
 
 
 def _add_recipe(p) -> None:
@@ -249,7 +254,7 @@ def _add_finetune(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=int, default=128, help="crop side in px (0: full size)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2, help=WORKERS_HELP)
     p.add_argument("--max-minutes", type=float)
     p.add_argument("--n-images", type=int,
                    help="images per series of the new network (default: the source's); e.g. a "
