@@ -249,7 +249,8 @@ def main(argv=None) -> int:
         batches = Path(tmp) / "batches.npz"
         feed = make_batches(args.train, args.preset, args.batch_size, args.crop, 4, batches)
         print(f"feed: {feed:.3f} s per batch of {args.batch_size}", flush=True)
-        rows = [run_row(name, args, batches) for name in (list(ROWS) if args.only is None else args.only)]
+        names = list(ROWS) if args.only is None else args.only
+        rows = [run_row(name, args, batches) for name in names]
     fit_rows = [] if args.fit is None else [run_fit_row(n, args) for n in args.fit or FIT_ROWS]
     res = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=machine(),
                preset=args.preset, batch_size=args.batch_size, crop=args.crop, steps=args.steps,
