@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _doc_block import update_block
 from napari_exitwave import _array, physics, traditional
 
 
@@ -52,18 +53,7 @@ def cpu_name() -> str:
 
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "traditional.md"
-
-
-def update_block(path: Path, text: str, start: str, end: str) -> None:
-    """Replace the text between the markers ``start`` and ``end`` of a Markdown file (appended,
-    with its markers, where they are missing). Both traditional benchmarks write docs/ this way."""
-    doc = path.read_text() if path.exists() else "# Traditional exit-wave reconstruction\n"
-    block = f"{start}\n{text.rstrip()}\n{end}"
-    if start in doc and end in doc:
-        doc = doc[:doc.index(start)] + block + doc[doc.index(end) + len(end):]
-    else:
-        doc = doc.rstrip() + "\n\n" + block + "\n"
-    path.write_text(doc)
+HEADING = "# Traditional exit-wave reconstruction\n"  # of docs/traditional.md, should it be missing
 
 
 def main(argv=None) -> int:
@@ -123,7 +113,7 @@ def main(argv=None) -> int:
     print("\n" + "\n".join(lines))
     if args.write:
         update_block(DOC, "\n".join(lines), "<!-- benchmark_traditional:start -->",
-                     "<!-- benchmark_traditional:end -->")
+                     "<!-- benchmark_traditional:end -->", HEADING)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"date": date, "machine": machine, "rows": rows}, f, indent=1)

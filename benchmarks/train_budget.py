@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from _doc_block import update_block
+
 # name -> (what it tests, extra `exitwave-train train` options). "A" is the recipe that made the
 # shipped networks before this study (scripts/train_models.sh: Adam 1e-3 constant, MSE); the
 # other rows change one thing of A (B, N, D: the schedule and optimizer).
@@ -170,17 +172,6 @@ def table(results: list[dict], samples: int) -> str:
     return "\n".join(lines)
 
 
-def write_doc(doc: Path, block: str) -> None:
-    text = doc.read_text()
-    start, end = "<!-- train_budget -->", "<!-- /train_budget -->"
-    new = f"{start}\n{block}\n{end}"
-    if start in text and end in text:
-        text = text[:text.index(start)] + new + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + new + "\n"
-    doc.write_text(text)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train", required=True)
@@ -214,7 +205,8 @@ def main(argv=None) -> int:
     ordered = sorted(results.values(), key=lambda r: r["row"])
     print(table(ordered, args.samples))
     if args.doc:
-        write_doc(Path(args.doc), table(ordered, args.samples))
+        update_block(Path(args.doc), table(ordered, args.samples), "<!-- train_budget -->",
+                     "<!-- /train_budget -->")
     return 0
 
 

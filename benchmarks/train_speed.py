@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _doc_block import update_block
+
 HERE = Path(__file__).resolve().parent
 TRAINING = HERE.parent / "training"
 
@@ -211,17 +213,6 @@ def table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def write_doc(doc: Path, block: str) -> None:
-    text = doc.read_text()
-    start, end = "<!-- train_speed -->", "<!-- /train_speed -->"
-    new = f"{start}\n{block}\n{end}"
-    if start in text and end in text:
-        text = text[:text.index(start)] + new + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + new + "\n"
-    doc.write_text(text)
-
-
 def main(argv=None) -> int:
     from train_budget import machine
 
@@ -260,7 +251,7 @@ def main(argv=None) -> int:
     (out / "speed.json").write_text(json.dumps(res, indent=2) + "\n")
     print(table(res))
     if args.doc:
-        write_doc(Path(args.doc), table(res))
+        update_block(Path(args.doc), table(res), "<!-- train_speed -->", "<!-- /train_speed -->")
     return 0
 
 
