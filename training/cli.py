@@ -138,7 +138,6 @@ def _add_train(subparsers) -> None:
     p.add_argument("--steps-per-epoch", type=int, help="default: one pass over the data set")
     _add_recipe(p)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2, help=WORKERS_HELP)
     p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU)")
     p.add_argument("--jit-compile", action="store_true", help="XLA-compile the training step")
     p.add_argument("--init-from", help="continue a shipped checkpoint (models/checkpoints/"
@@ -158,11 +157,6 @@ def _add_train(subparsers) -> None:
     p.set_defaults(func=_run_train)
 
 
-# 2 feed threads beside TensorFlow's own: 1.41x the samples/s of 1 on 2 cores
-# (benchmarks/train_speed.py --fit, docs/training.md)
-WORKERS_HELP = "threads simulating focal series (default 2)"
-
-
 def _add_recipe(p) -> None:
     """Optimizer, schedule, loss and feed options shared by ``train`` and ``finetune``."""
     from .presets import LOSSES, OPTIMIZERS, SCHEDULES
@@ -179,6 +173,10 @@ def _add_recipe(p) -> None:
     p.add_argument("--column-weight", type=float, default=4.0,
                    help="column_mse: weight 1 + W * |target - 1| / 0.1 (default: 4; the budget "
                         "study's row F found 4 pulls the values off the vacuum)")
+    # 2 feed threads beside TensorFlow's own train 1.41x the samples/s of 1 on 2 cores
+    # (benchmarks/train_speed.py --fit, docs/training.md)
+    p.add_argument("--workers", type=int, default=2,
+                   help="threads simulating focal series (default 2)")
     p.add_argument("--drift", type=float, default=0.0,
                    help="largest random drift between the images of a training series, px")
     p.add_argument("--sampling-jitter", type=float, nargs=2, metavar=("LO", "HI"),
@@ -254,7 +252,6 @@ def _add_finetune(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=int, default=128, help="crop side in px (0: full size)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2, help=WORKERS_HELP)
     p.add_argument("--max-minutes", type=float)
     p.add_argument("--n-images", type=int,
                    help="images per series of the new network (default: the source's); e.g. a "
